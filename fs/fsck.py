@@ -1,0 +1,316 @@
+"""Offline check of a whole volume: the oracle tests use after crashes.
+
+It reads the devices only through the on-disk format (fs/format.py) and the storage layer,
+never through a daemon.  Checks, in order:
+
+1. both supers: magic, crc, the META flag only on the meta copy, the same fsid;
+2. every reachable meta block (fs_root, logs_root, mounted_clients, every log tree, every
+   extent-list chain): checksum and header, and keys strictly ascending within each tree;
+3. metadata and data allocator accounting: every block of each device is exactly one of
+   used (reachable), free, pending reuse, or lent to a mount; none twice, none missing;
+4. the merged items (fs_root and every log tree, newest seq wins, tombstones hide):
+   directory entries have their READDIR and LINK_BACKREF twins and name an existing inode;
+   link counts equal the entries naming an inode (directories: 2 + subdirectories);
+   directory sizes equal the sum of their entries' name lengths; readdir positions are below
+   next_readdir_pos; an inode without links has an orphan item; online block counts match
+   the extents; seq index items match each inode's meta_seq/data_seq.
+
+`check(meta_path, data_path)` returns the list of problems found (empty when clean).
+"""
+
+from __future__ import annotations
+
+import heapq
+import stat
+from collections import defaultdict
+from collections.abc import Iterator
+
+from fs import format as fmt
+from fs.alloc import read_extent_list
+from fs.block import Device, MetaBlocks, read_super
+from fs.btree import Btree
+from fs.errors import FsError, StaleBlock
+
+
+class Problems(list):
+    def add(self, msg: str) -> None:
+        self.append(msg)
+
+
+def _tree_items(tree: Btree, name: str, problems: Problems) -> list[tuple[fmt.Key, fmt.Item]]:
+    out: list[tuple[fmt.Key, fmt.Item]] = []
+    prev = None
+    try:
+        for key, item in tree.items(fmt.KEY_MIN, fmt.KEY_MAX):
+            if prev is not None and key <= prev:
+                problems.add(f"{name}: key {fmt.format_key(key)} not after "
+                             f"{fmt.format_key(prev)}")
+            prev = key
+            out.append((key, item))
+    except (FsError, StaleBlock) as e:
+        problems.add(f"{name}: unreadable: {e}")
+    return out
+
+
+def _tree_blocks(tree: Btree, name: str, problems: Problems) -> list[int]:
+    try:
+        return [ref.blkno for ref, _level in tree.block_refs()]
+    except (FsError, StaleBlock) as e:
+        problems.add(f"{name}: unreadable block: {e}")
+        return []
+
+
+def _check_accounting(dev_name: str, first: int, total: int,
+                      claims: list[tuple[int, int, str]], problems: Problems) -> None:
+    """Every block in [first, total) claimed exactly once by (start, len, owner) extents."""
+    claims = sorted(c for c in claims if c[1] > 0)
+    pos = first
+    prev_end, prev_owner = first, None
+    for start, length, owner in claims:
+        end = start + length
+        if start < first or end > total:
+            problems.add(f"{dev_name}: {owner} extent {start}+{length} outside the device "
+                         f"[{first}, {total})")
+        if start < prev_end and prev_owner is not None:
+            problems.add(f"{dev_name}: blocks {start}..{min(end, prev_end) - 1} are both "
+                         f"{prev_owner} and {owner}")
+        if start > pos:
+            problems.add(f"{dev_name}: blocks {pos}..{start - 1} leaked (neither used nor free)")
+        if end > prev_end:
+            prev_end, prev_owner = end, owner
+        pos = max(pos, end)
+    if pos < total:
+        problems.add(f"{dev_name}: blocks {pos}..{total - 1} leaked (neither used nor free)")
+
+
+def _merge(sources: list[list[tuple[fmt.Key, fmt.Item]]]) -> Iterator[tuple[fmt.Key, bytes]]:
+    """Newest seq wins per key; tombstones hide."""
+    merged = heapq.merge(*[[(k, -it.seq, i, it) for k, it in src]
+                           for i, src in enumerate(sources)])
+    last = None
+    for key, _negseq, _i, item in merged:
+        if key == last:
+            continue
+        last = key
+        if not item.deleted:
+            yield key, item.value
+
+
+def check(meta_path: str, data_path: str) -> list[str]:
+    problems = Problems()
+    try:
+        meta_dev = Device(meta_path, readonly=True)
+        data_dev = Device(data_path, readonly=True)
+    except OSError as e:
+        return [f"cannot open devices: {e}"]
+    try:
+        return _check(meta_dev, data_dev, problems)
+    finally:
+        meta_dev.close()
+        data_dev.close()
+
+
+def _check(meta_dev: Device, data_dev: Device, problems: Problems) -> list[str]:
+    try:
+        sb = read_super(meta_dev)
+    except FsError as e:
+        return [f"meta device super: {e.msg or e}"]
+    try:
+        dsb = read_super(data_dev)
+    except FsError as e:
+        return [f"data device super: {e.msg or e}"]
+    if not sb.flags & fmt.SUPER_FLAG_META:
+        problems.add("meta device super is not flagged META")
+    if dsb.flags & fmt.SUPER_FLAG_META:
+        problems.add("data device super is flagged META")
+    if sb.fsid != dsb.fsid:
+        problems.add(f"fsid differs: meta {sb.fsid:016x} data {dsb.fsid:016x}")
+
+    blocks = MetaBlocks(meta_dev, sb.fsid, cache_blocks=64)
+    meta_claims: list[tuple[int, int, str]] = []
+    data_claims: list[tuple[int, int, str]] = []
+
+    # server trees
+    logs = Btree(blocks, sb.logs_root)
+    log_records: list[fmt.LogTrees] = []
+    for key, item in _tree_items(logs, "logs_root", problems):
+        if item.deleted:
+            continue
+        try:
+            log_records.append(fmt.unpack_log_trees(item.value))
+        except Exception as e:  # noqa: BLE001 - a bad record is a problem to report
+            problems.add(f"logs_root: bad log_trees record at {fmt.format_key(key)}: {e}")
+    _tree_items(Btree(blocks, sb.mounted_clients), "mounted_clients", problems)
+    for name, root in (("fs_root", sb.fs_root), ("logs_root", sb.logs_root),
+                       ("mounted_clients", sb.mounted_clients), ("srch_root", sb.srch_root)):
+        for b in _tree_blocks(Btree(blocks, root), name, problems):
+            meta_claims.append((b, 1, f"used by {name}"))
+
+    # the item trees
+    sources = [_tree_items(Btree(blocks, sb.fs_root), "fs_root", problems)]
+    for lt in log_records:
+        name = f"log tree rid {lt.rid:016x} nr {lt.nr}"
+        tree = Btree(blocks, lt.item_root)
+        sources.append(_tree_items(tree, name, problems))
+        for b in _tree_blocks(tree, name, problems):
+            meta_claims.append((b, 1, f"used by {name}"))
+        for s, n in lt.meta_avail:
+            meta_claims.append((s, n, f"lent to rid {lt.rid:016x}"))
+        for s, n in lt.data_avail:
+            data_claims.append((s, n, f"lent to rid {lt.rid:016x}"))
+
+    # free and pending extent lists
+    for name, ref, claims, what in (("meta_free", sb.meta_free, meta_claims, "free"),
+                                    ("meta_pending", sb.meta_pending, meta_claims, "pending"),
+                                    ("data_free", sb.data_free, data_claims, "free"),
+                                    ("data_pending", sb.data_pending, data_claims, "pending")):
+        if ref.blkno == 0:
+            continue
+        try:
+            extents, chain = read_extent_list(blocks, ref)
+        except (FsError, StaleBlock) as e:
+            problems.add(f"{name}: unreadable extent list: {e}")
+            continue
+        for b in chain:
+            meta_claims.append((b, 1, f"{name} list block"))
+        for s, n in extents:
+            claims.append((s, n, f"{what} ({name})"))
+
+    items = dict(_merge(sources))
+    _check_items(items, data_claims, problems)
+
+    _check_accounting("meta device", fmt.META_DEV_START_BLKNO, sb.total_meta_blocks,
+                      meta_claims, problems)
+    _check_accounting("data device", fmt.DATA_DEV_START_BLKNO, sb.total_data_blocks,
+                      data_claims, problems)
+    return list(problems)
+
+
+def _check_items(items: dict[fmt.Key, bytes], data_claims: list, problems: Problems) -> None:
+    inodes: dict[int, fmt.Inode] = {}
+    dirents: dict[tuple[int, int], fmt.Dirent] = {}  # (dir, pos) -> dirent from DIRENT items
+    readdirs: dict[tuple[int, int], fmt.Dirent] = {}
+    backrefs: dict[tuple[int, int, int], fmt.Dirent] = {}  # (target, dir, pos)
+    orphans: set[int] = set()
+    meta_index: dict[int, list[int]] = defaultdict(list)
+    data_index: dict[int, list[int]] = defaultdict(list)
+    online: dict[int, int] = defaultdict(int)
+    offline: dict[int, int] = defaultdict(int)
+    extents_by_ino: dict[int, list[tuple[int, int]]] = defaultdict(list)
+
+    for key, val in items.items():
+        zone, first, typ, second, third, _fourth = key
+        try:
+            if zone == fmt.ZONE_FS and typ == fmt.FS_INODE:
+                inodes[first] = fmt.unpack_inode(first, val)
+            elif zone == fmt.ZONE_FS and typ == fmt.FS_DIRENT:
+                d = fmt.unpack_dirent(val)
+                if d.hash != second or d.pos != third:
+                    problems.add(f"dirent {fmt.format_key(key)} value disagrees with its key")
+                if fmt.hash64(d.name) != d.hash:
+                    problems.add(f"dirent {d.name!r} in dir {first} has a wrong name hash")
+                dirents[(first, d.pos)] = d
+            elif zone == fmt.ZONE_FS and typ == fmt.FS_READDIR:
+                readdirs[(first, second)] = fmt.unpack_dirent(val)
+            elif zone == fmt.ZONE_FS and typ == fmt.FS_LINK_BACKREF:
+                backrefs[(first, second, third)] = fmt.unpack_dirent(val)
+            elif zone == fmt.ZONE_FS and typ == fmt.FS_DATA_EXTENT:
+                blkno, flags = fmt.unpack_extent_val(val)
+                length = third
+                start_iblock = second - length + 1
+                extents_by_ino[first].append((start_iblock, length))
+                if blkno:
+                    data_claims.append((blkno, length, f"data of inode {first}"))
+                if blkno and not flags & fmt.EXTENT_FLAG_UNWRITTEN:
+                    online[first] += length
+                if flags & fmt.EXTENT_FLAG_OFFLINE:
+                    offline[first] += length
+            elif zone == fmt.ZONE_ORPHAN:
+                orphans.add(second)
+            elif zone == fmt.ZONE_INODE_INDEX and typ == fmt.INODE_INDEX_META_SEQ:
+                meta_index[third].append(second)
+            elif zone == fmt.ZONE_INODE_INDEX and typ == fmt.INODE_INDEX_DATA_SEQ:
+                data_index[third].append(second)
+        except Exception as e:  # noqa: BLE001 - undecodable values are problems to report
+            problems.add(f"item {fmt.format_key(key)}: undecodable value: {e}")
+
+    if fmt.ROOT_INO not in inodes:
+        problems.add("the root inode (1) is missing")
+
+    links: dict[int, int] = defaultdict(int)
+    subdirs: dict[int, int] = defaultdict(int)
+    dir_size: dict[int, int] = defaultdict(int)
+    for (dir_ino, pos), d in dirents.items():
+        where = f"entry {d.name!r} (pos {pos}) of dir {dir_ino}"
+        parent = inodes.get(dir_ino)
+        if parent is None:
+            problems.add(f"{where}: the directory inode does not exist")
+        elif not stat.S_ISDIR(parent.mode):
+            problems.add(f"{where}: the parent is not a directory")
+        elif pos >= parent.next_readdir_pos:
+            problems.add(f"{where}: position not below next_readdir_pos "
+                         f"{parent.next_readdir_pos}")
+        if readdirs.get((dir_ino, pos)) != d:
+            problems.add(f"{where}: missing or different READDIR item")
+        if backrefs.get((d.ino, dir_ino, pos)) != d:
+            problems.add(f"{where}: missing or different LINK_BACKREF item")
+        target = inodes.get(d.ino)
+        if target is None:
+            problems.add(f"{where}: names inode {d.ino}, which does not exist")
+        else:
+            links[d.ino] += 1
+            if fmt.mode_to_dtype(target.mode) != d.dtype:
+                problems.add(f"{where}: type {d.dtype} differs from inode {d.ino}'s mode")
+            if stat.S_ISDIR(target.mode):
+                subdirs[dir_ino] += 1
+        dir_size[dir_ino] += len(d.name)
+    for (dir_ino, pos), d in readdirs.items():
+        if (dir_ino, pos) not in dirents:
+            problems.add(f"READDIR item {d.name!r} (pos {pos}) of dir {dir_ino} has no DIRENT")
+    for target, dir_ino, pos in backrefs:
+        if (dir_ino, pos) not in dirents:
+            problems.add(f"LINK_BACKREF of inode {target} from dir {dir_ino} pos {pos} has no "
+                         f"DIRENT")
+
+    for ino, inode in inodes.items():
+        expect = links[ino]
+        if stat.S_ISDIR(inode.mode):
+            expect = (2 if ino == fmt.ROOT_INO or links[ino] else 0) + subdirs[ino]
+            if links[ino] > 1:
+                problems.add(f"dir {ino}: named by {links[ino]} entries")
+            if inode.size != dir_size[ino]:
+                problems.add(f"dir {ino}: size {inode.size} but its names total {dir_size[ino]}")
+        if inode.nlink != expect:
+            problems.add(f"inode {ino}: nlink {inode.nlink} but {expect} expected from its "
+                         f"entries")
+        if inode.nlink == 0 and ino not in orphans:
+            problems.add(f"inode {ino}: no links and no orphan item")
+        if stat.S_ISREG(inode.mode):
+            if inode.online_blocks != online[ino]:
+                problems.add(f"inode {ino}: online_blocks {inode.online_blocks} but extents "
+                             f"map {online[ino]}")
+            if inode.offline_blocks != offline[ino]:
+                problems.add(f"inode {ino}: offline_blocks {inode.offline_blocks} but extents "
+                             f"hold {offline[ino]}")
+            if data_index.get(ino, []) != ([inode.data_seq] if inode.data_seq else []):
+                problems.add(f"inode {ino}: data_seq index items {data_index.get(ino, [])} "
+                             f"but data_seq {inode.data_seq}")
+        if meta_index.get(ino, []) != [inode.meta_seq]:
+            problems.add(f"inode {ino}: meta_seq index items {meta_index.get(ino, [])} but "
+                         f"meta_seq {inode.meta_seq}")
+        exts = sorted(extents_by_ino.get(ino, []))
+        for (s1, n1), (s2, _n2) in zip(exts, exts[1:], strict=False):
+            if s1 + n1 > s2:
+                problems.add(f"inode {ino}: extents at blocks {s1} and {s2} overlap")
+    for ino in orphans:
+        if ino in inodes and inodes[ino].nlink:
+            problems.add(f"inode {ino}: orphan item but {inodes[ino].nlink} links")
+    for ino, seqs in meta_index.items():
+        if ino not in inodes:
+            problems.add(f"meta_seq index items {seqs} for missing inode {ino}")
+    for ino, seqs in data_index.items():
+        if ino not in inodes:
+            problems.add(f"data_seq index items {seqs} for missing inode {ino}")
+    for ino in extents_by_ino:
+        if ino not in inodes:
+            problems.add(f"data extents of missing inode {ino}")
