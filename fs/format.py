@@ -183,6 +183,32 @@ def unpack_key(buf: bytes | memoryview, off: int = 0) -> Key:
     return KEY.unpack_from(buf, off)  # type: ignore[return-value]
 
 
+# the width of each key field, for stepping to the neighbouring key
+_KEY_FIELD_MAX = (0xFF, U64_MAX, 0xFF, U64_MAX, U64_MAX, 0xFF)
+
+
+def key_next(key: Key) -> Key:
+    """The smallest key greater than key (KEY_MAX has none: ValueError)."""
+    out = list(key)
+    for i in range(5, -1, -1):
+        if out[i] < _KEY_FIELD_MAX[i]:
+            out[i] += 1
+            return tuple(out)  # type: ignore[return-value]
+        out[i] = 0  # carry into the more significant field
+    raise ValueError("no key after KEY_MAX")
+
+
+def key_prev(key: Key) -> Key:
+    """The largest key smaller than key (KEY_MIN has none: ValueError)."""
+    out = list(key)
+    for i in range(5, -1, -1):
+        if out[i] > 0:
+            out[i] -= 1
+            return tuple(out)  # type: ignore[return-value]
+        out[i] = _KEY_FIELD_MAX[i]  # borrow from the more significant field
+    raise ValueError("no key before KEY_MIN")
+
+
 # zones
 ZONE_INODE_INDEX = 4
 ZONE_ORPHAN = 8
@@ -346,6 +372,77 @@ def btree_entry_size(val_len: int) -> int:
     return BTREE_ENTRY_OVERHEAD + val_len
 
 
+BTREE_PARENT_ENTRY_SIZE = BTREE_ENTRY_OVERHEAD + REF.size  # 54: a child's key and ref
+
+
+def pack_btree_block(level: int, keys: list[Key], vals: list) -> bytearray:
+    """A whole unsealed btree block image.
+
+    Leaves (level 0) take vals as (seq, flags, value) tuples, parents as BlockRefs.  The
+    header is left zero for seal_block.
+    """
+    parts: list[bytes] = []
+    kpack = KEY.pack
+    ipack = BTREE_ITEM_HDR.pack
+    if level == 0:
+        for k, (seq, flags, val) in zip(keys, vals, strict=True):
+            parts.append(kpack(*k))
+            parts.append(ipack(seq, flags, len(val)))
+            parts.append(val)
+    else:
+        for k, ref in zip(keys, vals, strict=True):
+            parts.append(kpack(*k))
+            parts.append(ipack(0, 0, REF.size))
+            parts.append(REF.pack(ref.blkno, ref.seq))
+    payload = b"".join(parts)
+    if len(payload) > BTREE_BLOCK_PAYLOAD:
+        raise ValueError(f"btree block payload {len(payload)} > {BTREE_BLOCK_PAYLOAD}")
+    buf = bytearray(META_BLOCK_SIZE)
+    BTREE_HDR.pack_into(buf, HDR_SIZE, level, len(keys))
+    start = HDR_SIZE + BTREE_HDR.size
+    buf[start : start + len(payload)] = payload
+    return buf
+
+
+def unpack_btree_block(buf: bytes | memoryview) -> tuple[int, list[Key], list, int]:
+    """Parse a btree block image: (level, keys, vals, payload bytes used).
+
+    vals are (seq, flags, value) tuples in leaves and BlockRefs in parents.  A block that
+    is not a well-formed sorted btree block raises ValueError with the reason.
+    """
+    level, nr = BTREE_HDR.unpack_from(buf, HDR_SIZE)
+    if level >= BTREE_MAX_HEIGHT:
+        raise ValueError(f"btree level {level} too large")
+    off = HDR_SIZE + BTREE_HDR.size
+    end = len(buf)
+    keys: list[Key] = []
+    vals: list = []
+    kunpack = KEY.unpack_from
+    iunpack = BTREE_ITEM_HDR.unpack_from
+    ksz = KEY_SIZE
+    for _ in range(nr):
+        if off + BTREE_ENTRY_OVERHEAD > end:
+            raise ValueError(f"btree entry {len(keys)} of {nr} runs past the block")
+        key = kunpack(buf, off)
+        seq, flags, vlen = iunpack(buf, off + ksz)
+        off += BTREE_ENTRY_OVERHEAD
+        if off + vlen > end:
+            raise ValueError(f"btree entry {len(keys)} value of {vlen} bytes runs past the block")
+        if level == 0:
+            if vlen > MAX_VAL_SIZE:
+                raise ValueError(f"btree item value of {vlen} bytes > {MAX_VAL_SIZE}")
+            vals.append((seq, flags, bytes(buf[off : off + vlen])))
+        else:
+            if vlen != REF.size:
+                raise ValueError(f"btree parent entry with a {vlen}-byte value")
+            vals.append(BlockRef(*REF.unpack_from(buf, off)))
+        off += vlen
+        if keys and not keys[-1] < key:
+            raise ValueError(f"btree keys out of order at entry {len(keys)}")
+        keys.append(key)
+    return level, keys, vals, off - HDR_SIZE - BTREE_HDR.size
+
+
 # --------------------------------------------------------------------------- extent lists
 #
 # Free-space sets and lent extents are stored as chains of extent-list blocks:
@@ -356,6 +453,33 @@ def btree_entry_size(val_len: int) -> int:
 EXTLIST_HDR = struct.Struct("<QQI")  # next.blkno, next.seq, nr
 EXTENT = struct.Struct("<QQ")  # start, len
 EXTLIST_MAX = (META_BLOCK_SIZE - HDR_SIZE - EXTLIST_HDR.size) // EXTENT.size
+
+
+def pack_extent_list_block(next_ref: BlockRef, extents: list[tuple[int, int]]) -> bytearray:
+    """A whole unsealed extent-list block image holding up to EXTLIST_MAX extents."""
+    if len(extents) > EXTLIST_MAX:
+        raise ValueError(f"{len(extents)} extents > {EXTLIST_MAX} per block")
+    buf = bytearray(META_BLOCK_SIZE)
+    EXTLIST_HDR.pack_into(buf, HDR_SIZE, next_ref.blkno, next_ref.seq, len(extents))
+    off = HDR_SIZE + EXTLIST_HDR.size
+    payload = b"".join(EXTENT.pack(s, n) for s, n in extents)
+    buf[off : off + len(payload)] = payload
+    return buf
+
+
+def unpack_extent_list_block(
+    buf: bytes | memoryview,
+) -> tuple[BlockRef, list[tuple[int, int]]]:
+    """Parse an extent-list block: (next ref, extents); ValueError if malformed."""
+    nblk, nseq, nr = EXTLIST_HDR.unpack_from(buf, HDR_SIZE)
+    if nr > EXTLIST_MAX:
+        raise ValueError(f"extent list block claims {nr} extents > {EXTLIST_MAX}")
+    off = HDR_SIZE + EXTLIST_HDR.size
+    exts = [tuple(e) for e in EXTENT.iter_unpack(bytes(buf[off : off + nr * EXTENT.size]))]
+    for s, n in exts:
+        if n == 0 or s + n > U64_MAX:
+            raise ValueError(f"bad extent ({s}, {n})")
+    return BlockRef(nblk, nseq), exts  # type: ignore[return-value]
 
 
 # --------------------------------------------------------------------------- inodes
@@ -596,6 +720,15 @@ def unpack_super(buf: bytes | memoryview) -> Super:
     return sb
 
 
+def pack_super_block(sb: Super) -> bytearray:
+    """The sealed 4 KiB super block image (header seq = sb.seq, blkno = SUPER_BLKNO)."""
+    body = pack_super(sb)
+    buf = bytearray(SMALL_BLOCK_SIZE)
+    buf[HDR_SIZE : HDR_SIZE + len(body)] = body
+    seal_block(buf, MAGIC_SUPER, sb.fsid, sb.seq, SUPER_BLKNO)
+    return buf
+
+
 def new_fsid_uuid() -> tuple[int, bytes]:
     u = uuidlib.uuid4().bytes
     fsid = struct.unpack_from("<Q", u, 0)[0]
@@ -643,6 +776,15 @@ def unpack_quorum(buf: bytes | memoryview) -> QuorumBlock:
         off += QUORUM_EVENT.size
         events.append(QuorumEvent(w, rid, term, (s, ns)))
     return QuorumBlock(write_nr, events)
+
+
+def pack_quorum_block(qb: QuorumBlock, fsid: int, slot: int) -> bytearray:
+    """The sealed 4 KiB quorum block image of a slot (header seq = write_nr)."""
+    body = pack_quorum(qb)
+    buf = bytearray(SMALL_BLOCK_SIZE)
+    buf[HDR_SIZE : HDR_SIZE + len(body)] = body
+    seal_block(buf, MAGIC_QUORUM, fsid, qb.write_nr, QUORUM_BLKNO + slot)
+    return buf
 
 
 # --------------------------------------------------------------------------- log trees
