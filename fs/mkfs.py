@@ -147,6 +147,9 @@ def _make(meta_dev: DeviceLike, data_dev: DeviceLike,
     tree = Btree(blocks, EMPTY_ROOT)
     tree.begin(MKFS_SEQ, alloc_meta, no_free)
     tree.insert(fmt.inode_key(ROOT_INO), Item(MKFS_SEQ, 0, fmt.pack_inode(root)))
+    # every inode has a meta_seq index item (spec §5.6)
+    tree.insert(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, MKFS_SEQ, ROOT_INO),
+                Item(MKFS_SEQ, 0, b""))
     fs_root = tree.flush()
 
     # the free lists live in meta blocks taken from the meta free set itself: take them

@@ -118,6 +118,10 @@ class Trans:
             if self._holders == 0:
                 self._notify()
 
+    def note_data_written(self) -> None:
+        """Data blocks were written in place: the next commit must flush the data device."""
+        self._data_written = True
+
     # ------------------------------------------------------------- committing
 
     def _dirty(self) -> bool:

@@ -1,0 +1,385 @@
+"""Extended attributes: names, scoutfs tags, and their items.
+
+An xattr is stored as parts ``(FS, ino, XATTR, hash64(name), id, part)``: part 0 starts with
+the header ``{name_len u8, val_len u16}`` (`fmt.XATTR_HDR`), then the name, then the value,
+continued in parts of `fmt.XATTR_PART_SIZE` bytes.  The id comes from the inode's
+``next_xattr_id``, so names whose hashes collide get different keys; lookups compare names
+among the ids of one hash.  Replacing a value keeps the id and rewrites the parts (deleting
+the parts no longer needed).
+
+Names (spec §5.10, cli-and-harness §3.5): ``user.``, ``trusted.``, ``security.``,
+``system.posix_acl_access``/``system.posix_acl_default`` and ``scoutfs.`` names; anything
+else (and the empty name) is EOPNOTSUPP.  ``scoutfs.`` names continue with one or more tags
+``hide.``, ``srch.``, ``totl.``, ``indx.`` and need CAP_SYS_ADMIN (uid 0 here).  Only the tag
+syntax is checked here; the tags' indexes (totl, indx, srch) are maintained elsewhere.
+
+Every set and remove changes ctime and, through `store_inode`, meta_seq.  Changes run under
+the inode's exclusive `fs.data.inode_rwsem` (the VFS takes i_rwsem for setxattr).
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+
+from fs import format as fmt
+from fs import inode as inode_mod
+from fs.data import inode_rwsem
+from fs.errors import FsError
+
+LOCK_READ, LOCK_WRITE = 1, 2  # fs.lock modes
+
+XATTR_CREATE = 1
+XATTR_REPLACE = 2
+
+NAMESPACES = (b"user.", b"trusted.", b"security.", b"scoutfs.")
+SYSTEM_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
+SCOUTFS_PREFIX = b"scoutfs."
+TAG_NAMES = (b"hide.", b"srch.", b"totl.", b"indx.")
+TOTL_U64_MAX_LEN = 23  # longest u64 string a .totl. name or value may hold
+
+HDR = fmt.XATTR_HDR
+PART = fmt.XATTR_PART_SIZE
+
+
+@dataclass
+class Tags:
+    hide: bool = False
+    srch: bool = False
+    totl: bool = False
+    indx: bool = False
+
+    @property
+    def any(self) -> bool:
+        return self.hide or self.srch or self.totl or self.indx
+
+
+# --------------------------------------------------------------------------- names
+
+
+def parse_tags(name: bytes) -> Tags:
+    """The tags of a ``scoutfs.`` name (EINVAL: none, unknown first tag, or a repeat)."""
+    tags = Tags()
+    rest = name[len(SCOUTFS_PREFIX):]
+    found = False
+    while True:
+        tag = rest[:5]
+        if tag not in TAG_NAMES:
+            if not found:
+                raise FsError(errno.EINVAL, "scoutfs xattr without a tag")
+            break
+        attr = tag[:4].decode()
+        if getattr(tags, attr):
+            raise FsError(errno.EINVAL, f"repeated xattr tag {attr}")
+        setattr(tags, attr, True)
+        found = True
+        rest = rest[5:]
+    if tags.totl and tags.indx:
+        raise FsError(errno.EINVAL, "totl. and indx. tags together")
+    return tags
+
+
+def check_name(name: bytes) -> Tags:
+    """Validate an xattr name: ERANGE if too long, EOPNOTSUPP for an unknown namespace,
+    EINVAL for bad scoutfs tags.  Returns the tags (all false outside ``scoutfs.``)."""
+    if len(name) > fmt.XATTR_NAME_MAX:
+        raise FsError(errno.ERANGE, "xattr name too long")
+    if name.startswith(SCOUTFS_PREFIX):
+        if len(name) == len(SCOUTFS_PREFIX):
+            raise FsError(errno.EINVAL, "xattr name is only a namespace")
+        return parse_tags(name)
+    if name in SYSTEM_NAMES:
+        return Tags()
+    for ns in NAMESPACES:
+        if name.startswith(ns):
+            if len(name) == len(ns):
+                raise FsError(errno.EINVAL, "xattr name is only a namespace")
+            return Tags()
+    raise FsError(errno.EOPNOTSUPP, "unsupported xattr namespace")
+
+
+def parse_u64(s: bytes) -> int:
+    """A u64 as the kernel's kstrtoull(base 0) reads it, without '+' or a newline.
+
+    ``0x``/``0X`` hex, a leading ``0`` octal, else decimal; at most 23 characters; anything
+    else (empty, sign, junk, overflow) is EINVAL.
+    """
+    if not s or len(s) > TOTL_U64_MAX_LEN or s[:1] == b"+" or b"\n" in s:
+        raise FsError(errno.EINVAL, "bad u64")
+    if len(s) > 2 and s[:2] in (b"0x", b"0X") and s[2:3] in b"0123456789abcdefABCDEF":
+        digits, base, ok = s[2:], 16, b"0123456789abcdefABCDEF"
+    elif s[:1] == b"0":
+        digits, base, ok = s, 8, b"01234567"
+    else:
+        digits, base, ok = s, 10, b"0123456789"
+    if not digits or any(c not in ok for c in digits):
+        raise FsError(errno.EINVAL, "bad u64")
+    v = int(digits, base)
+    if v > fmt.U64_MAX:
+        raise FsError(errno.EINVAL, "u64 overflow")
+    return v
+
+
+def _last_components(name: bytes, nr: int) -> list[bytes]:
+    parts = name.split(b".")
+    if len(parts) < nr + 1:
+        raise FsError(errno.EINVAL, "xattr name lacks numeric components")
+    return parts[-nr:]
+
+
+def parse_totl_name(name: bytes) -> tuple[int, int, int]:
+    """The (a, b, c) totals key of a ``.totl.`` name ending in ``.A.B.C`` (EINVAL)."""
+    a, b, c = (parse_u64(p) for p in _last_components(name, 3))
+    return a, b, c
+
+
+def parse_indx_name(name: bytes) -> tuple[int, int]:
+    """The (major, minor) of an ``.indx.`` name ending in ``.MAJOR.MINOR`` (EINVAL)."""
+    major, minor = (parse_u64(p) for p in _last_components(name, 2))
+    if major > 255:
+        raise FsError(errno.EINVAL, "indx major above 255")
+    return major, minor
+
+
+def is_admin(ctx) -> bool:
+    """CAP_SYS_ADMIN: uid 0, or no caller at all (an internal request)."""
+    return ctx is None or ctx.uid == 0
+
+
+def _check_tagged(mctx, name: bytes, tags: Tags, value: bytes | None, ctx) -> None:
+    """Permission and tag syntax of a set (value) or remove (None) of a scoutfs. name."""
+    if not tags.any:
+        return
+    if not is_admin(ctx):
+        raise FsError(errno.EPERM, "scoutfs xattrs need CAP_SYS_ADMIN")
+    if tags.totl:
+        parse_totl_name(name)
+        if value is not None:
+            parse_u64(bytes(value))
+    if tags.indx:
+        if mctx.fmt_vers < 2:
+            raise FsError(errno.EINVAL, ".indx. xattrs need format version 2")
+        parse_indx_name(name)
+        if value is not None and len(value):
+            raise FsError(errno.EINVAL, ".indx. xattrs take no value")
+
+
+# --------------------------------------------------------------------------- items
+
+
+def _hash_range(ino: int, h: int) -> tuple[fmt.Key, fmt.Key]:
+    return fmt.xattr_key(ino, h, 0, 0), fmt.xattr_key(ino, h, fmt.U64_MAX, 255)
+
+
+def _ino_range(ino: int) -> tuple[fmt.Key, fmt.Key]:
+    return fmt.xattr_key(ino, 0, 0, 0), fmt.xattr_key(ino, fmt.U64_MAX, fmt.U64_MAX, 255)
+
+
+def pack_parts(name: bytes, value: bytes) -> list[bytes]:
+    """The part values of an xattr: header, name and value cut into PART-sized pieces."""
+    buf = HDR.pack(len(name), len(value)) + name + value
+    return [buf[i:i + PART] for i in range(0, len(buf), PART)]
+
+
+def nr_parts(name_len: int, val_len: int) -> int:
+    return (HDR.size + name_len + val_len + PART - 1) // PART
+
+
+class Found:
+    """An xattr as stored: its id, how many parts it has and its value."""
+
+    __slots__ = ("xid", "nparts", "value")
+
+    def __init__(self, xid: int, nparts: int, value: bytes) -> None:
+        self.xid = xid
+        self.nparts = nparts
+        self.value = value
+
+
+async def find(mctx, ino: int, name: bytes, lock) -> Found | None:
+    """The stored xattr with this name, or None."""
+    h = fmt.hash64(name)
+    start, end = _hash_range(ino, h)
+    match_id = None
+    parts: list[bytes] = []
+    val_len = 0
+    async for key, val in mctx.items.items(start, end, lock):
+        xid, part = key[4], key[5]
+        if match_id is not None:
+            if xid != match_id:
+                continue  # keep iterating: breaking out of async generators is untidy
+            parts.append(val)
+            continue
+        if part != 0:
+            continue
+        nlen, vlen = HDR.unpack_from(val, 0)
+        if val[HDR.size:HDR.size + nlen] == name:
+            match_id = xid
+            val_len = vlen
+            parts.append(val)
+    if match_id is None:
+        return None
+    data = b"".join(parts)
+    start_off = HDR.size + len(name)
+    value = data[start_off:start_off + val_len]
+    if len(value) != val_len:
+        raise FsError(errno.EIO, f"xattr of inode {ino} is missing parts")
+    return Found(match_id, len(parts), value)
+
+
+async def _names(mctx, ino: int, lock) -> list[bytes]:
+    """Every xattr name of the inode, reading only the first part of each."""
+    start, end = _ino_range(ino)
+    out = []
+    key: fmt.Key | None = start
+    items = mctx.items
+    while key is not None:
+        found = await items.next(key, end, lock)
+        if found is None:
+            break
+        k, val = found
+        if k[5] == 0:
+            nlen = val[0]
+            out.append(bytes(val[HDR.size:HDR.size + nlen]))
+        if k[4] < fmt.U64_MAX:
+            key = fmt.xattr_key(ino, k[3], k[4] + 1, 0)
+        elif k[3] < fmt.U64_MAX:
+            key = fmt.xattr_key(ino, k[3] + 1, 0, 0)
+        else:
+            key = None
+    return out
+
+
+def write_parts(mctx, ino: int, name: bytes, value: bytes, xid: int, old_nparts: int,
+                lock) -> None:
+    """Write an xattr's parts under id xid, deleting parts left over from an old value."""
+    h = fmt.hash64(name)
+    parts = pack_parts(name, value)
+    for i, p in enumerate(parts):
+        mctx.items.update(fmt.xattr_key(ino, h, xid, i), p, lock)
+    for i in range(len(parts), old_nparts):
+        mctx.items.delete(fmt.xattr_key(ino, h, xid, i), lock)
+
+
+def delete_parts(mctx, ino: int, name: bytes, xid: int, nparts: int, lock) -> None:
+    h = fmt.hash64(name)
+    for i in range(nparts):
+        mctx.items.delete(fmt.xattr_key(ino, h, xid, i), lock)
+
+
+# --------------------------------------------------------------------------- operations
+
+
+async def getxattr(mctx, ino: int, name: bytes, ctx) -> bytes:
+    """The value of an xattr (ENODATA if it has none)."""
+    name = bytes(name)
+    try:
+        check_name(name)
+    except FsError as e:
+        if e.errno != errno.EINVAL or not name.startswith(SCOUTFS_PREFIX):
+            raise
+        raise FsError(errno.ENODATA) from None  # a bad tag: no such xattr can exist
+    async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+        lock = locks[ino]
+        await inode_mod.load_inode(mctx, ino, lock)  # ENOENT for a vanished inode
+        found = await find(mctx, ino, name, lock)
+    if found is None:
+        raise FsError(errno.ENODATA)
+    return found.value
+
+
+async def listxattr(mctx, ino: int, ctx) -> list[bytes]:
+    """The visible names: not ``scoutfs.hide.*``, and ``trusted.*`` only for root."""
+    async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+        lock = locks[ino]
+        await inode_mod.load_inode(mctx, ino, lock)
+        names = await _names(mctx, ino, lock)
+    out = []
+    for n in names:
+        if n.startswith(SCOUTFS_PREFIX):
+            try:
+                if parse_tags(n).hide:
+                    continue
+            except FsError:
+                pass
+        if n.startswith(b"trusted.") and not is_admin(ctx):
+            continue
+        out.append(n)
+    return out
+
+
+async def list_hidden(mctx, ino: int) -> list[bytes]:
+    """The ``scoutfs.hide.`` names (for LISTXATTR_HIDDEN / list-hidden-xattrs)."""
+    async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+        lock = locks[ino]
+        await inode_mod.load_inode(mctx, ino, lock)
+        names = await _names(mctx, ino, lock)
+    out = []
+    for n in names:
+        if n.startswith(SCOUTFS_PREFIX):
+            try:
+                if parse_tags(n).hide:
+                    out.append(n)
+            except FsError:
+                pass
+    return out
+
+
+async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, ctx) -> None:
+    """Set (value bytes) or remove (value None) an xattr."""
+    tags = check_name(name)
+    _check_tagged(mctx, name, tags, value, ctx)
+    async with inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock, mctx.trans.hold():
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            if inode.flags & fmt.INODE_FLAG_RETENTION and not tags.hide:
+                raise FsError(errno.EPERM, "file is under retention")
+            found = await find(mctx, ino, name, lock)
+            # atomic from here
+            if value is None:
+                if found is None:
+                    raise FsError(errno.ENODATA)
+                delete_parts(mctx, ino, name, found.xid, found.nparts, lock)
+            else:
+                if found is not None and flags & XATTR_CREATE:
+                    raise FsError(errno.EEXIST)
+                if found is None and flags & XATTR_REPLACE:
+                    raise FsError(errno.ENODATA)
+                if found is None:
+                    xid = inode.next_xattr_id
+                    inode.next_xattr_id += 1
+                    write_parts(mctx, ino, name, value, xid, 0, lock)
+                else:
+                    write_parts(mctx, ino, name, value, found.xid, found.nparts, lock)
+            inode_mod.touch(inode, mtime=False, ctime=True, now=mctx.now())
+            inode_mod.store_inode(mctx, inode, lock, ilock)
+
+
+async def setxattr(mctx, ino: int, name: bytes, value: bytes, flags: int, ctx) -> None:
+    """Create or replace an xattr (flags XATTR_CREATE / XATTR_REPLACE)."""
+    if flags & ~(XATTR_CREATE | XATTR_REPLACE):
+        raise FsError(errno.EINVAL, "unknown xattr flags")
+    if flags & XATTR_CREATE and flags & XATTR_REPLACE:
+        raise FsError(errno.EINVAL, "XATTR_CREATE and XATTR_REPLACE")
+    name = bytes(name)
+    if len(name) > fmt.XATTR_NAME_MAX:
+        raise FsError(errno.ERANGE, "xattr name too long")
+    if len(value) > fmt.XATTR_SIZE_MAX:
+        raise FsError(errno.E2BIG, "xattr value too long")
+    await _change(mctx, ino, name, bytes(value), flags, ctx)
+
+
+async def removexattr(mctx, ino: int, name: bytes, ctx) -> None:
+    """Remove an xattr (ENODATA if there is none)."""
+    await _change(mctx, ino, bytes(name), None, 0, ctx)
+
+
+async def delete_all(mctx, ino: int, lock) -> None:
+    """Delete every xattr item of an inode being deleted (inside the caller's hold and WRITE
+    lock): collects the keys (awaits), then deletes them all without awaiting."""
+    start, end = _ino_range(ino)
+    keys = [k async for k, _ in mctx.items.items(start, end, lock)]
+    for k in keys:
+        mctx.items.delete(k, lock)

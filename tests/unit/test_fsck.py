@@ -1,0 +1,140 @@
+"""fsck: clean volumes pass; each kind of damage is reported."""
+
+from __future__ import annotations
+
+import os
+
+from fs import format as fmt
+from fs import fsck
+from fs.block import Device, read_super
+from fs.mkfs import make_volume
+
+
+def make(tmp_path):
+    meta, data = tmp_path / "meta.img", tmp_path / "data.img"
+    for p, size in ((meta, 256 << 20), (data, 512 << 20)):
+        with open(p, "wb") as f:
+            f.truncate(size)
+    make_volume(str(meta), str(data), {0: ("127.0.0.1", 19700)})
+    return str(meta), str(data)
+
+
+def test_fresh_volume_is_clean(tmp_path):
+    assert fsck.check(*make(tmp_path)) == []
+
+
+def test_corrupt_fs_root_block_is_reported(tmp_path):
+    meta, data = make(tmp_path)
+    dev = Device(meta)
+    sb = read_super(dev)
+    dev.close()
+    off = sb.fs_root.ref.blkno * fmt.META_BLOCK_SIZE + 100
+    with open(meta, "r+b") as f:
+        f.seek(off)
+        b = f.read(1)
+        f.seek(off)
+        f.write(bytes([b[0] ^ 0xFF]))
+    problems = fsck.check(meta, data)
+    assert any("fs_root" in p and "unreadable" in p for p in problems), problems
+
+
+def test_swapped_devices_are_reported(tmp_path):
+    meta, data = make(tmp_path)
+    problems = fsck.check(data, meta)
+    assert problems and "META" in problems[0] or "flag" in " ".join(problems), problems
+
+
+def test_missing_super(tmp_path):
+    meta, data = make(tmp_path)
+    with open(meta, "r+b") as f:
+        f.seek(fmt.SUPER_BLKNO * fmt.SMALL_BLOCK_SIZE)
+        f.write(bytes(4096))
+    assert fsck.check(meta, data)[0].startswith("meta device super")
+
+
+def test_accounting_finds_double_use_and_leaks():
+    problems = fsck.Problems()
+    fsck._check_accounting("dev", 10, 30, [(10, 5, "free"), (14, 2, "used by x"),
+                                           (20, 10, "free")], problems)
+    text = "\n".join(problems)
+    assert "14..14 are both free and used by x" in text
+    assert "16..19 leaked" in text
+    clean = fsck.Problems()
+    fsck._check_accounting("dev", 10, 30, [(10, 10, "free"), (20, 10, "lent")], clean)
+    assert clean == []
+
+
+def _entry(items, dir_ino, name, ino, pos, dtype):
+    d = fmt.Dirent(ino, fmt.hash64(name), pos, dtype, name)
+    v = fmt.pack_dirent(d)
+    items[fmt.dirent_key(dir_ino, d.hash, pos)] = v
+    items[fmt.readdir_key(dir_ino, pos)] = v
+    items[fmt.backref_key(ino, dir_ino, pos)] = v
+
+
+def _inode(items, ino, mode, nlink, size=0, next_pos=2, seq=5):
+    items[fmt.inode_key(ino)] = fmt.pack_inode(fmt.Inode(
+        ino=ino, mode=mode, nlink=nlink, size=size, next_readdir_pos=next_pos, meta_seq=seq))
+    items[fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, seq, ino)] = b""
+
+
+def good_tree():
+    items = {}
+    _inode(items, 1, 0o40755, 3, size=len(b"d") + len(b"f"), next_pos=4)
+    _inode(items, 1024, 0o40755, 2)
+    _inode(items, 1025, 0o100644, 1)
+    _entry(items, 1, b"d", 1024, 2, fmt.DT_DIR)
+    _entry(items, 1, b"f", 1025, 3, fmt.DT_REG)
+    return items
+
+
+def test_namespace_checks_clean_and_damaged():
+    p = fsck.Problems()
+    fsck._check_items(good_tree(), [], p)
+    assert p == []
+
+    items = good_tree()
+    del items[fmt.backref_key(1025, 1, 3)]
+    items[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(ino=1025, mode=0o100644, nlink=2,
+                                                          meta_seq=5))
+    p = fsck.Problems()
+    fsck._check_items(items, [], p)
+    text = "\n".join(p)
+    assert "missing or different LINK_BACKREF" in text
+    assert "inode 1025: nlink 2 but 1 expected" in text
+
+    items = good_tree()
+    items[fmt.inode_key(1)] = fmt.pack_inode(fmt.Inode(ino=1, mode=0o40755, nlink=3, size=7,
+                                                       next_readdir_pos=3, meta_seq=5))
+    p = fsck.Problems()
+    fsck._check_items(items, [], p)
+    text = "\n".join(p)
+    assert "dir 1: size 7 but its names total 2" in text
+    assert "position not below next_readdir_pos 3" in text
+
+    items = good_tree()
+    items[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(ino=1025, mode=0o100644, nlink=0,
+                                                          meta_seq=5))
+    _entry_keys = [k for k in items if k[2] in (fmt.FS_DIRENT, fmt.FS_READDIR,
+                                               fmt.FS_LINK_BACKREF) and k[0] == fmt.ZONE_FS
+                   and (k[1] == 1025 or fmt.unpack_dirent(items[k]).ino == 1025)]
+    for k in _entry_keys:
+        del items[k]
+    p = fsck.Problems()
+    fsck._check_items(items, [], p)
+    assert any("no links and no orphan item" in x for x in p), p
+    items[fmt.orphan_key(1025)] = b""
+    p = fsck.Problems()
+    fsck._check_items(items, [], p)
+    assert not any("orphan" in x for x in p), p
+
+
+def test_cli_exit_codes(tmp_path):
+    meta, data = make(tmp_path)
+    rc = os.system(f"{os.sys.executable} -m fs.cli.fsck {meta} {data} > /dev/null")
+    assert os.waitstatus_to_exitcode(rc) == 0
+    with open(meta, "r+b") as f:
+        f.seek(fmt.SUPER_BLKNO * fmt.SMALL_BLOCK_SIZE)
+        f.write(bytes(4096))
+    rc = os.system(f"{os.sys.executable} -m fs.cli.fsck {meta} {data} > /dev/null")
+    assert os.waitstatus_to_exitcode(rc) == 1
