@@ -1,0 +1,667 @@
+"""The POSIX filesystem: the one object the adapters (FUSE, control socket) call.
+
+Every method is async and raises `FsError(errno)`.  Namespace operations live here (with
+the item helpers of `fs.inode` and `fs.dir`); file contents and xattrs are delegated to
+`fs.data` and `fs.xattr`.
+
+Locking (docs/design.md): rename lock → inode group locks (one `locks.inodes` call, which
+takes the groups in ascending order) → WRITE_ONLY zone locks in ascending zone order
+(inode index, then orphan) → transaction hold.  Operations that must find an inode by name
+before they know which groups to lock do it in two phases: a READ-locked lookup, then all
+the groups WRITE-locked together and the lookup repeated; if the name now refers to
+another inode the operation starts over.  We never take a lock while holding another
+inode group lock or a transaction.
+
+Atomicity: cluster locks are shared by all tasks of a mount and code between two awaits
+is atomic, so a change re-reads everything it depends on *inside* its transaction hold,
+after every lock is granted, and then writes its items with synchronous calls.  Nothing
+is written before the last check that can fail.
+
+Deletion: when an operation takes an inode's link count to zero it writes its orphan item
+in the same transaction and remembers the inode; `forget` (the kernel's last reference is
+gone) queues such an inode for the `run` worker, which deletes it under its inode group
+WRITE lock.  Inodes unlinked by another mount while open here, and inodes of a mount that
+died, are left to the orphan scanner (`fs/orphan.py`), as scoutfs leaves them.
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from typing import Any
+
+import trio
+
+from fs import dir as fsdir
+from fs import format as fmt
+from fs import inode as fsinode
+from fs.errors import FsError
+from fs.inode import (
+    LOCK_READ,
+    LOCK_WRITE,
+    Attr,
+    Ctx,
+    index_lock,
+    inode_attr,
+    load_inode,
+    orphan_lock,
+    store_inode,
+    try_load_inode,
+)
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+# statfs: how many inodes one free 64 KiB meta block is taken to hold.  An inode costs its
+# inode item and its META_SEQ and DATA_SEQ index items; directory entries and btree slack
+# are ignored, as scoutfs's own estimate (free meta blocks × inodes per block) ignores them.
+INODES_PER_META_BLOCK = fmt.META_BLOCK_SIZE // (
+    fmt.btree_entry_size(fmt.INODE_SIZE) + 2 * fmt.btree_entry_size(0)
+)
+
+# readdir returns at most this many entries per call by default: a FUSE readdir fills one
+# buffer and comes back for more, so larger batches would only read attrs for nothing
+READDIR_BATCH = 1024
+
+_VALID_MKNOD = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
+
+
+@dataclass
+class StatFs:
+    """statvfs(2) figures; block counts in f_frsize (4 KiB) units."""
+
+    f_bsize: int
+    f_frsize: int
+    f_blocks: int
+    f_bfree: int
+    f_bavail: int
+    f_files: int
+    f_ffree: int
+    f_favail: int
+    f_namemax: int
+
+
+class _Retry(Exception):
+    """The entries an operation looked up changed before it locked them: start over."""
+
+
+def _resolve_time(t, now: fsinode.Ts) -> fsinode.Ts:
+    return now if isinstance(t, str) and t == "now" else (int(t[0]), int(t[1]))
+
+
+def _check_lookup_name(name: bytes) -> None:
+    if len(name) > fmt.NAME_MAX:
+        raise FsError(errno.ENAMETOOLONG)
+
+
+class Filesystem:
+    def __init__(self, mctx) -> None:
+        self.mctx = mctx
+        # inodes whose link count this mount saw reach zero: deleted on their last forget
+        self._unlinked: set[int] = set()
+        # inodes queued for deletion (ordered, no duplicates)
+        self._delete_queue: dict[int, None] = {}
+        self._wake: trio.Event | None = None
+        # the contents and xattr modules (set them to fakes in tests if need be)
+        self.data: Any = None
+        self.xattr: Any = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _data(self):
+        if self.data is None:
+            from fs import data
+
+            self.data = data
+        return self.data
+
+    def _xattr(self):
+        if self.xattr is None:
+            from fs import xattr
+
+            self.xattr = xattr
+        return self.xattr
+
+    def _note_nlink(self, inode: fmt.Inode) -> None:
+        if inode.nlink == 0:
+            self._unlinked.add(inode.ino)
+
+    def _write_orphan(self, inode: fmt.Inode, olock) -> None:
+        self.mctx.items.update(fmt.orphan_key(inode.ino), b"", olock)
+        self._unlinked.add(inode.ino)
+
+    async def _load_dir(self, ino: int, lock) -> fmt.Inode:
+        inode = await load_inode(self.mctx, ino, lock)
+        if not fsinode.is_dir(inode):
+            raise FsError(errno.ENOTDIR)
+        return inode
+
+    async def _peek_entry(self, parent: int, name: bytes) -> fmt.Dirent:
+        """Phase one of a two-phase operation: the entry name of parent, READ-locked."""
+        async with self.mctx.locks.inodes([parent], LOCK_READ) as locks:
+            await self._load_dir(parent, locks[parent])
+            d = await fsdir.lookup_dirent(self.mctx, parent, name, locks[parent])
+        if d is None:
+            raise FsError(errno.ENOENT)
+        return d
+
+    # ------------------------------------------------------------------ attributes
+
+    async def getattr(self, ino: int) -> Attr:
+        async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
+            inode = await load_inode(self.mctx, ino, locks[ino])
+        self._note_nlink(inode)
+        return inode_attr(inode)
+
+    async def stat_more(self, ino: int) -> dict:
+        async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
+            inode = await load_inode(self.mctx, ino, locks[ino])
+        return {
+            "meta_seq": inode.meta_seq,
+            "data_seq": inode.data_seq,
+            "data_version": inode.data_version,
+            "online_blocks": inode.online_blocks,
+            "offline_blocks": inode.offline_blocks,
+            "crtime": inode.crtime,
+        }
+
+    async def setattr(self, ino: int, *, mode: int | None = None, uid: int | None = None,
+                      gid: int | None = None, size: int | None = None, atime=None,
+                      mtime=None, ctime=None, ctx: Ctx | None = None) -> Attr:
+        """Change attributes; times are (sec, nsec) or "now".  ctime becomes now (or the
+        given ctime) on any change; crtime never changes here."""
+        mctx = self.mctx
+        if size is not None:
+            if size < 0:
+                raise FsError(errno.EINVAL)
+            async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+                inode = await load_inode(mctx, ino, locks[ino])
+            if fsinode.is_dir(inode):
+                raise FsError(errno.EISDIR)
+            if not fsinode.is_reg(inode):
+                raise FsError(errno.EINVAL)
+            if inode.flags & fmt.INODE_FLAG_RETENTION:
+                raise FsError(errno.EPERM, "file is under retention")
+            await self._data().truncate(mctx, ino, size, ctx)
+        if mode is None and uid is None and gid is None and atime is None and mtime is None \
+                and ctime is None:
+            return await self.getattr(ino)
+        async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
+                index_lock(mctx) as ilock, mctx.trans.hold():
+            inode = await load_inode(mctx, ino, locks[ino])
+            if (atime is not None or mtime is not None) and \
+                    inode.flags & fmt.INODE_FLAG_RETENTION:
+                raise FsError(errno.EPERM, "file is under retention")
+            now = mctx.now()
+            if mode is not None:
+                inode.mode = (inode.mode & fmt.S_IFMT) | (mode & 0o7777)
+            if uid is not None:
+                inode.uid = uid
+            if gid is not None:
+                inode.gid = gid
+            if atime is not None:
+                inode.atime = _resolve_time(atime, now)
+            if mtime is not None:
+                inode.mtime = _resolve_time(mtime, now)
+            inode.ctime = now if ctime is None else _resolve_time(ctime, now)
+            store_inode(mctx, inode, locks[ino], ilock)
+        return inode_attr(inode)
+
+    # ------------------------------------------------------------------ names
+
+    async def lookup(self, parent: int, name: bytes) -> Attr:
+        _check_lookup_name(name)
+        mctx = self.mctx
+        if name == b".":
+            attr = await self.getattr(parent)
+            if not stat.S_ISDIR(attr.mode):
+                raise FsError(errno.ENOTDIR)
+            return attr
+        if name == b"..":
+            async with mctx.locks.inodes([parent], LOCK_READ) as locks:
+                await self._load_dir(parent, locks[parent])
+                pino = await fsdir.parent_of(mctx, parent, locks[parent])
+            return await self.getattr(pino)
+        while True:
+            d = await self._peek_entry(parent, name)
+            async with mctx.locks.inodes([d.ino], LOCK_READ) as locks:
+                inode = await try_load_inode(mctx, d.ino, locks[d.ino])
+            if inode is not None:
+                self._note_nlink(inode)
+                return inode_attr(inode)
+            # the entry was removed and its inode deleted since we read it: look again
+
+    async def _create(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx,
+                      target: bytes | None = None) -> Attr:
+        mctx = self.mctx
+        fsdir.check_name(name)
+        if target is not None:
+            fsdir.check_symlink_target(target)
+        ino = await mctx.alloc_ino()  # may await the server: before any lock or hold
+        async with mctx.locks.inodes([parent, ino], LOCK_WRITE) as locks, \
+                index_lock(mctx) as ilock, mctx.trans.hold():
+            pdir = await self._load_dir(parent, locks[parent])
+            if pdir.nlink == 0:
+                raise FsError(errno.ENOENT, "directory was removed")
+            if await fsdir.lookup_dirent(mctx, parent, name, locks[parent]) is not None:
+                raise FsError(errno.EEXIST)
+            now = mctx.now()
+            gid = ctx.gid
+            if pdir.mode & stat.S_ISGID:
+                gid = pdir.gid
+                if stat.S_ISDIR(mode):
+                    mode |= stat.S_ISGID
+            elif stat.S_ISDIR(mode):
+                mode &= ~stat.S_ISGID
+            if not stat.S_ISDIR(mode) and mode & stat.S_ISGID and mode & stat.S_IXGRP \
+                    and gid != ctx.gid and ctx.uid != 0:
+                # inode_init_owner: no setgid on a file of a group the creator is not in
+                # (we only know the caller's primary group)
+                mode &= ~stat.S_ISGID
+            rdev = rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
+            inode = fsinode.new_inode(mctx, ino, mode, ctx.uid, gid, now, rdev=rdev,
+                                      proj=pdir.proj)
+            if target is not None:
+                inode.size = len(target)
+                fsdir.write_symlink(mctx, ino, target, locks[ino])
+            fsdir.add_entry(mctx, pdir, name, ino, fmt.mode_to_dtype(mode), locks[parent],
+                            locks[ino], now)
+            if stat.S_ISDIR(mode):
+                pdir.nlink += 1
+            store_inode(mctx, inode, locks[ino], ilock)
+            store_inode(mctx, pdir, locks[parent], ilock)
+        return inode_attr(inode)
+
+    async def mknod(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx) -> Attr:
+        if mode & fmt.S_IFMT == 0:
+            mode |= stat.S_IFREG
+        if mode & fmt.S_IFMT not in _VALID_MKNOD:
+            raise FsError(errno.EINVAL, f"mknod of mode {mode:o}")
+        return await self._create(parent, name, mode & (fmt.S_IFMT | 0o7777), rdev, ctx)
+
+    async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Attr:
+        return await self._create(parent, name, stat.S_IFDIR | (mode & 0o7777), 0, ctx)
+
+    async def symlink(self, parent: int, name: bytes, target: bytes, ctx: Ctx) -> Attr:
+        return await self._create(parent, name, stat.S_IFLNK | 0o777, 0, ctx, bytes(target))
+
+    async def readlink(self, ino: int) -> bytes:
+        async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
+            inode = await load_inode(self.mctx, ino, locks[ino])
+            if not fsinode.is_lnk(inode):
+                raise FsError(errno.EINVAL)
+            return await fsdir.read_symlink(self.mctx, ino, inode.size, locks[ino])
+
+    async def link(self, ino: int, new_parent: int, new_name: bytes, ctx: Ctx) -> Attr:
+        mctx = self.mctx
+        fsdir.check_name(new_name)
+        async with mctx.locks.inodes([ino, new_parent], LOCK_WRITE) as locks, \
+                index_lock(mctx) as ilock, orphan_lock(mctx) as olock, mctx.trans.hold():
+            inode = await load_inode(mctx, ino, locks[ino])
+            if fsinode.is_dir(inode):
+                raise FsError(errno.EPERM, "hard link to a directory")
+            pdir = await self._load_dir(new_parent, locks[new_parent])
+            if pdir.nlink == 0:
+                raise FsError(errno.ENOENT, "directory was removed")
+            if await fsdir.lookup_dirent(mctx, new_parent, new_name, locks[new_parent]):
+                raise FsError(errno.EEXIST)
+            now = mctx.now()
+            if inode.nlink == 0:  # an O_TMPFILE inode gets its first name
+                mctx.items.delete(fmt.orphan_key(ino), olock)
+                self._unlinked.discard(ino)
+            inode.nlink += 1
+            inode.ctime = now
+            fsdir.add_entry(mctx, pdir, new_name, ino, fmt.mode_to_dtype(inode.mode),
+                            locks[new_parent], locks[ino], now)
+            store_inode(mctx, inode, locks[ino], ilock)
+            store_inode(mctx, pdir, locks[new_parent], ilock)
+        return inode_attr(inode)
+
+    async def unlink(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._remove(parent, name, rmdir=False)
+
+    async def rmdir(self, parent: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._remove(parent, name, rmdir=True)
+
+    async def _remove(self, parent: int, name: bytes, rmdir: bool) -> None:
+        mctx = self.mctx
+        _check_lookup_name(name)
+        if name == b".":
+            raise FsError(errno.EINVAL if rmdir else errno.EISDIR)
+        if name == b"..":
+            raise FsError(errno.ENOTEMPTY if rmdir else errno.EISDIR)
+        while True:
+            d = await self._peek_entry(parent, name)
+            try:
+                async with mctx.locks.inodes([parent, d.ino], LOCK_WRITE) as locks, \
+                        index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
+                        mctx.trans.hold():
+                    pdir = await self._load_dir(parent, locks[parent])
+                    d2 = await fsdir.lookup_dirent(mctx, parent, name, locks[parent])
+                    if d2 is None:
+                        raise FsError(errno.ENOENT)
+                    if d2.ino != d.ino:
+                        raise _Retry
+                    inode = await load_inode(mctx, d.ino, locks[d.ino])
+                    if rmdir:
+                        if not fsinode.is_dir(inode):
+                            raise FsError(errno.ENOTDIR)
+                        if not await fsdir.is_empty(mctx, d.ino, locks[d.ino]):
+                            raise FsError(errno.ENOTEMPTY)
+                    elif fsinode.is_dir(inode):
+                        raise FsError(errno.EISDIR)
+                    if inode.flags & fmt.INODE_FLAG_RETENTION:
+                        raise FsError(errno.EPERM, "file is under retention")
+                    now = mctx.now()
+                    fsdir.remove_entry(mctx, pdir, d2, locks[parent], locks[d.ino], now)
+                    if rmdir:
+                        pdir.nlink -= 1
+                        inode.nlink = 0
+                    else:
+                        inode.nlink -= 1
+                    inode.ctime = now
+                    if inode.nlink == 0:
+                        self._write_orphan(inode, olock)
+                    store_inode(mctx, inode, locks[d.ino], ilock)
+                    store_inode(mctx, pdir, locks[parent], ilock)
+                return
+            except _Retry:
+                continue
+
+    async def rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+                     flags: int, ctx: Ctx | None = None) -> None:
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or \
+                flags & RENAME_NOREPLACE and flags & RENAME_EXCHANGE:
+            raise FsError(errno.EINVAL, f"rename flags {flags:#x}")
+        if name in (b".", b"..") or new_name in (b".", b".."):
+            raise FsError(errno.EBUSY)
+        _check_lookup_name(name)
+        fsdir.check_name(new_name)
+        if parent != new_parent:
+            # cross-directory renames are serialized cluster-wide: the ancestry our
+            # subtree check reads cannot change until we are done
+            async with self.mctx.locks.rename():
+                await self._rename(parent, name, new_parent, new_name, flags)
+        else:
+            await self._rename(parent, name, new_parent, new_name, flags)
+
+    async def _is_ancestor(self, anc: int, ino: int) -> bool:
+        """Whether directory anc is ino or one of its ancestors (under the rename lock)."""
+        cur = ino
+        for _ in range(1 << 20):
+            if cur == anc:
+                return True
+            if cur == fmt.ROOT_INO:
+                return False
+            async with self.mctx.locks.inodes([cur], LOCK_READ) as locks:
+                cur = await fsdir.parent_of(self.mctx, cur, locks[cur])
+        raise FsError(errno.ELOOP, "directory ancestry too deep")
+
+    async def _rename(self, parent: int, name: bytes, new_parent: int, new_name: bytes,
+                      flags: int) -> None:
+        mctx = self.mctx
+        exchange = bool(flags & RENAME_EXCHANGE)
+        cross = parent != new_parent
+        while True:
+            # phase one: which inodes are involved
+            async with mctx.locks.inodes([parent, new_parent], LOCK_READ) as locks:
+                await self._load_dir(parent, locks[parent])
+                await self._load_dir(new_parent, locks[new_parent])
+                src = await fsdir.lookup_dirent(mctx, parent, name, locks[parent])
+                tgt = await fsdir.lookup_dirent(mctx, new_parent, new_name, locks[new_parent])
+            if src is None:
+                raise FsError(errno.ENOENT)
+            if tgt is None and exchange:
+                raise FsError(errno.ENOENT)
+            if tgt is not None and flags & RENAME_NOREPLACE:
+                raise FsError(errno.EEXIST)
+            if tgt is not None and tgt.ino == src.ino:
+                return  # two names of one inode: POSIX says do nothing
+            src_dir = src.dtype == fmt.DT_DIR
+            tgt_dir = tgt is not None and tgt.dtype == fmt.DT_DIR
+            if tgt is not None and not exchange:
+                if src_dir and not tgt_dir:
+                    raise FsError(errno.ENOTDIR)
+                if tgt_dir and not src_dir:
+                    raise FsError(errno.EISDIR)
+            if cross:
+                if src_dir and await self._is_ancestor(src.ino, new_parent):
+                    raise FsError(errno.EINVAL, "directory moved into its own subtree")
+                if exchange and tgt_dir and await self._is_ancestor(tgt.ino, parent):
+                    raise FsError(errno.EINVAL, "directory moved into its own subtree")
+            inos = list(dict.fromkeys(
+                [parent, new_parent, src.ino] + ([tgt.ino] if tgt is not None else [])))
+            try:
+                async with mctx.locks.inodes(inos, LOCK_WRITE) as locks, \
+                        index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
+                        mctx.trans.hold():
+                    await self._rename_locked(parent, name, new_parent, new_name, exchange,
+                                              src, tgt, inos, locks, ilock, olock)
+                return
+            except _Retry:
+                continue
+
+    async def _rename_locked(self, parent, name, new_parent, new_name, exchange, src, tgt,
+                             inos, locks, ilock, olock) -> None:
+        mctx = self.mctx
+        src2 = await fsdir.lookup_dirent(mctx, parent, name, locks[parent])
+        tgt2 = await fsdir.lookup_dirent(mctx, new_parent, new_name, locks[new_parent])
+        if src2 != src or tgt2 != tgt:
+            raise _Retry
+        inodes = {i: await load_inode(mctx, i, locks[i]) for i in inos}
+        pdir, npdir, sinode = inodes[parent], inodes[new_parent], inodes[src.ino]
+        tinode = inodes[tgt.ino] if tgt is not None else None
+        if npdir.nlink == 0:
+            raise FsError(errno.ENOENT, "directory was removed")
+        if sinode.flags & fmt.INODE_FLAG_RETENTION or (
+                tinode is not None and tinode.flags & fmt.INODE_FLAG_RETENTION):
+            raise FsError(errno.EPERM, "file is under retention")
+        src_dir = fsinode.is_dir(sinode)
+        tgt_dir = tinode is not None and fsinode.is_dir(tinode)
+        if tinode is not None and not exchange and tgt_dir and \
+                not await fsdir.is_empty(mctx, tgt.ino, locks[tgt.ino]):
+            raise FsError(errno.ENOTEMPTY)
+        # ---- no awaits and no failures from here on: the writes
+        now = mctx.now()
+        cross = parent != new_parent
+        fsdir.remove_entry(mctx, pdir, src, locks[parent], locks[src.ino], now)
+        if tgt is not None:
+            fsdir.remove_entry(mctx, npdir, tgt, locks[new_parent], locks[tgt.ino], now)
+            tinode.ctime = now
+        fsdir.add_entry(mctx, npdir, new_name, src.ino, src.dtype, locks[new_parent],
+                        locks[src.ino], now)
+        sinode.ctime = now
+        if cross and src_dir:
+            pdir.nlink -= 1
+            npdir.nlink += 1
+        if exchange:
+            fsdir.add_entry(mctx, pdir, name, tgt.ino, tgt.dtype, locks[parent],
+                            locks[tgt.ino], now)
+            if cross and tgt_dir:
+                npdir.nlink -= 1
+                pdir.nlink += 1
+        elif tinode is not None:
+            if tgt_dir:
+                tinode.nlink = 0
+                npdir.nlink -= 1
+            else:
+                tinode.nlink -= 1
+            if tinode.nlink == 0:
+                self._write_orphan(tinode, olock)
+        for i in inos:
+            store_inode(mctx, inodes[i], locks[i], ilock)
+
+    # ------------------------------------------------------------------ open and readdir
+
+    async def open(self, ino: int, flags: int, ctx: Ctx | None = None) -> None:
+        async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
+            inode = await load_inode(self.mctx, ino, locks[ino])
+        if fsinode.is_dir(inode) and flags & os.O_ACCMODE != os.O_RDONLY:
+            raise FsError(errno.EISDIR)
+
+    async def readdir(self, ino: int, start_pos: int, limit: int | None = READDIR_BATCH,
+                      ) -> list[tuple[bytes, Attr | None, int]]:
+        """Entries at positions >= start_pos as (name, attr, next_pos): next_pos is the
+        position of the next live entry (the last entry's: its pos + 1).  "." is at 0 and
+        ".." at 1.
+
+        At most `limit` entries besides "." and ".." are returned (None: all of them); the
+        caller continues from the last next_pos, and an empty list is the end.  The attrs
+        (readdirplus) are read under READ locks of the entries' groups; an entry whose
+        inode vanished meanwhile has attr None."""
+        mctx = self.mctx
+        parent = None
+        async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+            dinode = await self._load_dir(ino, locks[ino])
+            if dinode.nlink == 0:
+                return []  # a removed directory lists nothing
+            if start_pos <= 1:
+                parent = await fsdir.parent_of(mctx, ino, locks[ino])
+            ents = await fsdir.list_entries(mctx, ino, max(start_pos, 2), locks[ino],
+                                            None if limit is None else limit + 1)
+        more = None
+        if limit is not None and len(ents) > limit:
+            more = ents[limit].pos
+            ents = ents[:limit]
+        # readdirplus: the attributes of every entry, under READ locks of their groups
+        want = {e.ino for e in ents} | ({parent} if parent is not None else set())
+        attrs: dict[int, Attr] = {ino: inode_attr(dinode)}
+        want.discard(ino)
+        if want:
+            async with mctx.locks.inodes(sorted(want), LOCK_READ) as locks:
+                for i in sorted(want):
+                    inode = await try_load_inode(mctx, i, locks[i])
+                    if inode is not None:
+                        attrs[i] = inode_attr(inode)
+        out: list[tuple[bytes, Attr | None, int]] = []
+        if start_pos <= 0:
+            out.append((b".", attrs[ino], 1))
+        if start_pos <= 1:
+            first = ents[0].pos if ents else (more if more is not None else 2)
+            out.append((b"..", attrs.get(parent), first))
+        for n, e in enumerate(ents):
+            if n + 1 < len(ents):
+                nxt = ents[n + 1].pos
+            elif more is not None:
+                nxt = more
+            else:
+                nxt = e.pos + 1
+            out.append((e.name, attrs.get(e.ino), nxt))
+        return out
+
+    async def get_referring_entries(self, ino: int) -> list[tuple[int, fmt.Dirent]]:
+        """Every entry naming ino as (dir ino, dirent), ordered by (dir, pos)."""
+        async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
+            return await fsdir.backrefs(self.mctx, ino, locks[ino])
+
+    # ------------------------------------------------------------------ volume
+
+    async def statfs(self) -> StatFs:
+        s = await self.mctx.statfs()
+        ffree = s.get("free_meta_blocks", 0) * INODES_PER_META_BLOCK
+        return StatFs(
+            f_bsize=fmt.DATA_BLOCK_SIZE,
+            f_frsize=fmt.DATA_BLOCK_SIZE,
+            f_blocks=s.get("total_data_blocks", 0),
+            f_bfree=s.get("free_data_blocks", 0),
+            f_bavail=s.get("free_data_blocks", 0),
+            f_files=s.get("inode_count", 0) + ffree,
+            f_ffree=ffree,
+            f_favail=ffree,
+            f_namemax=fmt.NAME_MAX,
+        )
+
+    async def sync(self) -> None:
+        await self.mctx.trans.sync()
+
+    # ------------------------------------------------------------------ delegation
+
+    async def read(self, ino: int, offset: int, size: int) -> bytes:
+        return await self._data().read(self.mctx, ino, offset, size)
+
+    async def write(self, ino: int, offset: int, data, ctx: Ctx | None = None) -> int:
+        return await self._data().write(self.mctx, ino, offset, data, ctx)
+
+    async def fsync(self, ino: int, datasync: bool) -> None:
+        await self._data().fsync(self.mctx, ino, datasync)
+
+    async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
+        return await self._xattr().getxattr(self.mctx, ino, name, ctx)
+
+    async def setxattr(self, ino: int, name: bytes, value: bytes, flags: int,
+                       ctx: Ctx | None = None) -> None:
+        await self._xattr().setxattr(self.mctx, ino, name, value, flags, ctx)
+
+    async def listxattr(self, ino: int, ctx: Ctx | None = None) -> list[bytes]:
+        return await self._xattr().listxattr(self.mctx, ino, ctx)
+
+    async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
+        await self._xattr().removexattr(self.mctx, ino, name, ctx)
+
+    # ------------------------------------------------------------------ deletion
+
+    async def forget(self, ino: int) -> None:
+        """The kernel dropped its last reference: queue the inode's deletion if this mount
+        saw its link count reach zero (the worker checks again under the WRITE lock)."""
+        if ino in self._unlinked and ino not in self._delete_queue:
+            self._delete_queue[ino] = None
+            if self._wake is not None:
+                self._wake.set()
+
+    async def run(self) -> None:
+        """The deletion worker; the mount runs it in its nursery for its whole life."""
+        while True:
+            if not self._delete_queue:
+                self._wake = trio.Event()
+                await self._wake.wait()
+                continue
+            ino = next(iter(self._delete_queue))
+            del self._delete_queue[ino]
+            try:
+                await self.delete_inode(ino)
+            except FsError as e:
+                log.warning("deleting inode %d failed: %s (left to the orphan scanner)",
+                            ino, e)
+
+    async def drain_deletions(self) -> None:
+        """Run every queued deletion now (tests; unmount)."""
+        while self._delete_queue:
+            ino = next(iter(self._delete_queue))
+            del self._delete_queue[ino]
+            await self.delete_inode(ino)
+
+    async def delete_inode(self, ino: int) -> bool:
+        """Delete an inode with no links and all its items, under its group WRITE lock.
+
+        Returns whether it deleted it (False: linked again, or already gone).  The caller
+        must know that no mount has it open (the kernel forgot it here; omap checks for
+        other mounts belong to the orphan scanner).
+        """
+        mctx = self.mctx
+        data, xattr = self._data(), self._xattr()
+        async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
+                index_lock(mctx) as ilock, orphan_lock(mctx) as olock, mctx.trans.hold():
+            lock = locks[ino]
+            inode = await try_load_inode(mctx, ino, lock)
+            if inode is None or inode.nlink > 0:
+                self._unlinked.discard(ino)
+                return False
+            if fsinode.is_reg(inode):
+                res = data.free_extents(mctx, inode, lock)
+                if inspect.isawaitable(res):  # the contract says sync; accept either
+                    await res
+            await xattr.delete_all(mctx, ino, lock)
+            # ---- synchronous from here
+            if fsinode.is_lnk(inode):
+                fsdir.delete_symlink(mctx, ino, inode.size, lock)
+            fsinode.delete_inode_items(mctx, inode, lock, ilock)
+            mctx.items.delete(fmt.orphan_key(ino), olock)
+        self._unlinked.discard(ino)
+        mctx.counters.inc("inode_deleted")
+        return True
