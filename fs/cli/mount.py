@@ -1,0 +1,107 @@
+"""`scoutfs mount -o OPTS DATA-DEVICE MOUNT-POINT` and the `mount.scoutfs` helper that
+`mount -t scoutfs DATA MNT -o OPTS` runs (``mount.scoutfs DATA MNT [-sfnv] [-N ns] -o OPTS``).
+Both parse the options (fs.options), then fs.mount.start checks, forks the daemon and waits
+until the mount is ready."""
+
+from __future__ import annotations
+
+import sys
+
+from fs.cli.argp import POSITIONAL, Opt, UsageError
+from fs.cli.util import GROUP_CORE, Command, register
+from fs.options import OptionError, parse_options
+
+
+def _mount(data: str, mnt: str, texts: list[str], prog: str) -> int:
+    try:
+        opts = parse_options(texts)
+    except OptionError as e:
+        sys.stderr.write(f"{prog}: {e.message}\n")
+        return 1
+    from fs.mount import start
+
+    return start(data, mnt, opts)
+
+
+def run_mount(cmd: str, events) -> int:
+    texts: list[str] = []
+    args: list[str] = []
+    for k, v in events:
+        if k == "options":
+            texts.append(v)
+        elif k == POSITIONAL:
+            if len(args) == 2:
+                raise UsageError("more than two arguments given")
+            args.append(v)
+    if not args:
+        raise UsageError("must provide data device")
+    if len(args) < 2:
+        raise UsageError("must provide mount point")
+    rc = _mount(args[0], args[1], texts, "scoutfs")
+    if rc:
+        sys.exit(rc)
+    return 0
+
+
+register(Command("mount", "DATA-DEVICE MOUNT-POINT",
+                 "Mount a ScoutFS volume (starts its FUSE daemon)", GROUP_CORE,
+                 [Opt("options", "o", "options", "OPTIONS",
+                      "Mount options, metadev_path=PATH is required")], run_mount))
+
+
+HELPER_USAGE = "usage: mount.scoutfs DATA-DEVICE MOUNT-POINT [-sfnvrw] [-N namespace] [-o options]\n"
+
+
+def mount_helper_main(argv: list[str] | None = None) -> int:
+    """Entry point of /sbin/mount.scoutfs, called by mount(8) as
+    ``mount.scoutfs SPEC DIR [-sfnv] [-N ns] [-o OPTS] [-t scoutfs]``."""
+    if argv is None:
+        argv = sys.argv[1:]
+    texts: list[str] = []
+    args: list[str] = []
+    fake = False
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        i += 1
+        if a in ("-o", "-t", "-N"):
+            if i >= len(argv):
+                sys.stderr.write(f"mount.scoutfs: option requires an argument -- '{a[1]}'\n"
+                                 + HELPER_USAGE)
+                return 1
+            if a == "-o":
+                texts.append(argv[i])
+            i += 1
+        elif a.startswith("-o") and len(a) > 2:
+            texts.append(a[2:])
+        elif a.startswith("-") and len(a) > 1:
+            for c in a[1:]:
+                if c == "f":
+                    fake = True  # -f: fake the mount (do everything but the mount call)
+                elif c not in "snvrwi":
+                    sys.stderr.write(f"mount.scoutfs: invalid option -- '{c}'\n"
+                                     + HELPER_USAGE)
+                    return 1
+            if "r" in a[1:]:
+                texts.append("ro")
+        else:
+            args.append(a)
+    if len(args) != 2:
+        sys.stderr.write(HELPER_USAGE)
+        return 1
+    if fake:
+        try:
+            parse_options(texts)
+        except OptionError as e:
+            sys.stderr.write(f"mount.scoutfs: {e.message}\n")
+            return 1
+        return 0
+    return _mount(args[0], args[1], texts, "mount.scoutfs")
+
+
+def _helper_entry() -> None:
+    sys.exit(mount_helper_main())
+
+
+if __name__ == "__main__":
+    _helper_entry()

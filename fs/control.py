@@ -1,0 +1,425 @@
+"""The control socket: the daemon's equivalent of the scoutfs ioctls (ARCHITECTURE.md §2).
+
+One Unix stream socket per mount at ``<run dir>/ctl/<maj>:<min>.sock`` (maj:min = st_dev of
+the FUSE mount).  Requests are JSON lines ``{"op": NAME, ...}``, each sent with one
+``sendmsg`` that may carry file descriptors (``SCM_RIGHTS``); answers are JSON lines
+``{"errno": 0, ...}`` or ``{"errno": N}``.  The caller's uid/gid/pid come from
+``SO_PEERCRED``.
+
+Adding an operation is one function::
+
+    @op("release")
+    async def _release(srv: ControlServer, req: Request) -> dict: ...
+
+raising `FsError(errno)` for failures.  A passed fd is resolved to our inode number with
+`Request.inode()` (reads ``/proc/self/fdinfo``: kernel-local, no FUSE request) and its open
+flags with `Request.open_flags()` (``fcntl(F_GETFL)``).  Never ``fstat``/``read`` a passed fd
+of our own mount from the trio thread: that is a FUSE request to ourselves (deadlock).  Even
+``close()`` of a passed fd sends FLUSH: passed fds are closed from a worker thread.
+
+The client side (`call`) is used by the CLI.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import fcntl
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from fs.errors import FsError
+
+log = logging.getLogger(__name__)
+
+MAX_MSG = 1 << 20
+MAX_FDS = 4
+
+
+def run_dir() -> str:
+    return os.environ.get("SCOUTFS_RUN_DIR", "/run/scoutfs")
+
+
+def socket_path(major: int, minor: int, rundir: str | None = None) -> str:
+    return os.path.join(rundir or run_dir(), "ctl", f"{major}:{minor}.sock")
+
+
+def socket_path_for_dev(st_dev: int) -> str:
+    return socket_path(os.major(st_dev), os.minor(st_dev))
+
+
+# --------------------------------------------------------------------------- mountinfo
+
+
+@dataclass
+class MountInfo:
+    mnt_id: int
+    major: int
+    minor: int
+    mountpoint: str
+    fstype: str
+    source: str
+
+
+def _unescape(s: str) -> str:
+    out, i = [], 0
+    while i < len(s):
+        if s[i] == "\\" and i + 3 < len(s) and s[i + 1:i + 4].isdigit():
+            out.append(chr(int(s[i + 1:i + 4], 8)))
+            i += 4
+        else:
+            out.append(s[i])
+            i += 1
+    return "".join(out)
+
+
+def read_mountinfo(path: str = "/proc/self/mountinfo") -> list[MountInfo]:
+    out = []
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            sep = parts.index("-")
+            maj, mnr = parts[2].split(":")
+            out.append(MountInfo(int(parts[0]), int(maj), int(mnr), _unescape(parts[4]),
+                                 parts[sep + 1], _unescape(parts[sep + 2])))
+    return out
+
+
+def find_mount(mountpoint: str, fstype: str = "fuse.scoutfs") -> MountInfo | None:
+    """The (last, i.e. topmost) mount of fstype at mountpoint, from mountinfo only."""
+    mp = os.path.abspath(mountpoint)
+    found = None
+    for m in read_mountinfo():
+        if m.mountpoint == mp and m.fstype == fstype:
+            found = m
+    return found
+
+
+def fdinfo(fd: int) -> dict[str, str]:
+    """/proc/self/fdinfo/<fd> fields (pos, flags, mnt_id, ino): no request to any fs."""
+    out = {}
+    with open(f"/proc/self/fdinfo/{fd}") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            out[k.strip()] = v.strip()
+    return out
+
+
+# --------------------------------------------------------------------------- server
+
+Handler = Callable[["ControlServer", "Request"], Awaitable[dict]]
+OPS: dict[str, Handler] = {}
+
+
+def op(name: str) -> Callable[[Handler], Handler]:
+    def reg(fn: Handler) -> Handler:
+        OPS[name] = fn
+        return fn
+    return reg
+
+
+@dataclass
+class Request:
+    args: dict[str, Any]
+    pid: int
+    uid: int
+    gid: int
+    fds: list[int] = field(default_factory=list)
+    server: ControlServer | None = None
+
+    def ctx(self):
+        from fs.inode import Ctx
+
+        return Ctx(uid=self.uid, gid=self.gid, pid=self.pid)
+
+    def fd(self, i: int = 0) -> int:
+        if i >= len(self.fds):
+            raise FsError(errno.EBADF)
+        return self.fds[i]
+
+    def open_flags(self, i: int = 0) -> int:
+        return fcntl.fcntl(self.fd(i), fcntl.F_GETFL)
+
+    def inode(self, i: int = 0) -> int:
+        """Our inode number of the i-th passed fd; ENOTTY if the fd is not on this mount
+        (an ioctl on a file of another filesystem is ENOTTY)."""
+        info = fdinfo(self.fd(i))
+        mnt_id = int(info.get("mnt_id", "-1"))
+        srv = self.server
+        if srv is not None and mnt_id != srv.mnt_id:
+            ok = any(m.mnt_id == mnt_id and (m.major, m.minor) == (srv.major, srv.minor)
+                     for m in read_mountinfo())
+            if not ok:
+                raise FsError(errno.ENOTTY)
+        return int(info["ino"])
+
+    def target_ino(self) -> int:
+        """The inode the request is about: the passed fd's, else the "ino" argument."""
+        if self.fds:
+            return self.inode(0)
+        try:
+            return int(self.args["ino"])
+        except (KeyError, TypeError, ValueError):
+            raise FsError(errno.EINVAL) from None
+
+
+async def _close_fds(fds: list[int]) -> None:
+    """Close passed fds from a worker thread: close() of a file on our own mount sends a
+    FLUSH request to this daemon and waits for it, so on the trio thread it deadlocks."""
+    if fds:
+        await trio.to_thread.run_sync(_close_all, list(fds))
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class ControlServer:
+    def __init__(self, mount: Any, major: int, minor: int, mnt_id: int = -1,
+                 path: str | None = None):
+        self.mount = mount
+        self.major, self.minor, self.mnt_id = major, minor, mnt_id
+        self.path = path or socket_path(major, minor)
+        self.sock: trio.socket.SocketType | None = None
+
+    def bind(self) -> None:
+        """Create and listen on the socket (synchronously, before readiness is reported)."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        # bind is a plain syscall on a local path (not on our mount): fine on this thread
+        s.bind(self.path)
+        os.chmod(self.path, 0o666)  # any user may ask; handlers check credentials
+        s.listen(64)
+        self.sock = trio.socket.from_stdlib_socket(s)
+
+    def remove(self) -> None:
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        if self.sock is not None:
+            sock, self.sock = self.sock, None
+            sock.close()
+
+    async def serve(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        if self.sock is None:
+            self.bind()
+        task_status.started()
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    conn, _ = await self.sock.accept()
+                except (trio.ClosedResourceError, OSError):
+                    if self.sock is None:  # remove()d at shutdown
+                        nursery.cancel_scope.cancel()
+                        return
+                    raise
+                nursery.start_soon(self._conn, conn)
+
+    async def _conn(self, conn) -> None:
+        with conn:
+            try:
+                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+                pid, uid, gid = struct.unpack("3i", creds)
+                buf = b""
+                fds: list[int] = []
+                while True:
+                    data, anc, _flags, _ = await conn.recvmsg(
+                        MAX_MSG, socket.CMSG_SPACE(MAX_FDS * 4))
+                    for level, typ, cdata in anc:
+                        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+                            a = array.array("i")
+                            a.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+                            fds.extend(a)
+                    if not data:
+                        break
+                    buf += data
+                    while b"\n" in buf:
+                        line, buf = buf.split(b"\n", 1)
+                        reply = await self._handle(line, pid, uid, gid, fds)
+                        await _close_fds(fds)
+                        fds = []
+                        out = json.dumps(reply).encode() + b"\n"
+                        while out:
+                            out = out[await conn.send(out):]
+                await _close_fds(fds)
+            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass
+            except Exception:  # a bad client must never take the daemon down
+                log.exception("control connection failed")
+
+    async def _handle(self, line: bytes, pid: int, uid: int, gid: int,
+                      fds: list[int]) -> dict:
+        try:
+            args = json.loads(line)
+            name = args["op"]
+        except (ValueError, KeyError, TypeError):
+            return {"errno": errno.EINVAL}
+        fn = OPS.get(name)
+        if fn is None:
+            return {"errno": errno.ENOTTY}
+        req = Request(args, pid, uid, gid, list(fds), self)
+        try:
+            out = await fn(self, req)
+        except FsError as e:
+            return {"errno": e.errno}
+        except OSError as e:
+            return {"errno": e.errno or errno.EIO}
+        except Exception:
+            log.exception("control op %s failed", name)
+            return {"errno": errno.EIO}
+        out = dict(out or {})
+        out.setdefault("errno", 0)
+        return out
+
+
+# --------------------------------------------------------------------------- ops
+
+
+async def _statfs_dict(mount: Any) -> dict[str, int]:
+    mctx = getattr(mount, "mctx", None)
+    if mctx is not None:
+        return dict(await mctx.statfs())
+    sb = mount.sb
+    return {"total_meta_blocks": sb.total_meta_blocks, "free_meta_blocks": sb.free_meta_blocks,
+            "total_data_blocks": sb.total_data_blocks, "free_data_blocks": sb.free_data_blocks}
+
+
+def _committed_seq(mount: Any, st: dict) -> int:
+    if "committed_seq" in st:
+        return int(st["committed_seq"])
+    trans = getattr(getattr(mount, "mctx", None), "trans", None)
+    for name in ("committed_seq", "last_committed_seq"):
+        v = getattr(trans, name, None)
+        if isinstance(v, int):
+            return v
+    if trans is not None and isinstance(getattr(trans, "seq", None), int):
+        return max(trans.seq - 1, 0)
+    return int(getattr(mount.sb, "seq", 0))
+
+
+@op("statfs_more")
+async def _statfs_more(srv: ControlServer, req: Request) -> dict:
+    if req.fds:
+        req.inode(0)  # ENOTTY unless the fd is on this mount
+    m = srv.mount
+    st = await _statfs_dict(m)
+    return {"fsid": m.fsid, "rid": m.rid, "committed_seq": _committed_seq(m, st),
+            "total_meta_blocks": int(st.get("total_meta_blocks", m.sb.total_meta_blocks)),
+            "total_data_blocks": int(st.get("total_data_blocks", m.sb.total_data_blocks)),
+            "reserved_meta_blocks": int(st.get("reserved_meta_blocks", 0)),
+            "free_meta_blocks": int(st.get("free_meta_blocks", 0)),
+            "free_data_blocks": int(st.get("free_data_blocks", 0))}
+
+
+@op("alloc_detail")
+async def _alloc_detail(srv: ControlServer, req: Request) -> dict:
+    if req.fds:
+        req.inode(0)
+    st = await _statfs_dict(srv.mount)
+    return {"allocators": [
+        {"meta": True, "blocks": int(st.get("free_meta_blocks", 0))},
+        {"meta": False, "blocks": int(st.get("free_data_blocks", 0))},
+    ]}
+
+
+def _split_ts(v: Any) -> tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return int(v[0]), int(v[1])
+    return int(v), 0
+
+
+@op("stat_more")
+async def _stat_more(srv: ControlServer, req: Request) -> dict:
+    ino = req.target_ino()
+    fs = srv.mount.fs
+    a = await fs.getattr(ino)
+    if not (stat.S_ISREG(a.mode) or stat.S_ISDIR(a.mode)):
+        # the ioctl of an opened device node, fifo or socket never reaches the fs
+        raise FsError(errno.ENOTTY)
+    sm = dict(await fs.stat_more(ino))
+    sec, nsec = _split_ts(sm.get("crtime", a.crtime))
+    if "crtime_nsec" in sm:
+        sec, nsec = int(sm["crtime"]), int(sm["crtime_nsec"])
+    return {"meta_seq": int(sm.get("meta_seq", 0)), "data_seq": int(sm.get("data_seq", 0)),
+            "data_version": int(sm.get("data_version", 0)),
+            "online_blocks": int(sm.get("online_blocks", 0)),
+            "offline_blocks": int(sm.get("offline_blocks", 0)),
+            "crtime_sec": sec, "crtime_nsec": nsec}
+
+
+@op("sync")
+async def _sync(srv: ControlServer, req: Request) -> dict:
+    if req.fds:
+        req.inode(0)
+    await srv.mount.sync()
+    return {}
+
+
+@op("ping")
+async def _ping(srv: ControlServer, req: Request) -> dict:
+    return {"fsid": srv.mount.fsid, "rid": srv.mount.rid, "pid": os.getpid()}
+
+
+# --------------------------------------------------------------------------- client
+
+
+class ControlError(Exception):
+    def __init__(self, err: int):
+        super().__init__(err, os.strerror(err))
+        self.errno = err
+
+
+def call(st_dev: int, request: dict, fds: list[int] | None = None,
+         timeout: float | None = None) -> dict:
+    """Send one request to the daemon of the mount whose st_dev is given; return its reply.
+    Raises ControlError(ENOTTY) when no scoutfs daemon serves that device (as an ioctl on
+    another filesystem would), ControlError(errno) when the daemon answers an error."""
+    path = socket_path_for_dev(st_dev)
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
+            raise ControlError(errno.ENOTTY) from None
+        data = json.dumps(request).encode() + b"\n"
+        anc = []
+        if fds:
+            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
+        s.sendmsg([data], anc)
+        buf = b""
+        while b"\n" not in buf:
+            chunk = s.recv(MAX_MSG)
+            if not chunk:
+                raise ControlError(errno.EIO)
+            buf += chunk
+        reply = json.loads(buf.split(b"\n", 1)[0])
+    finally:
+        s.close()
+    if reply.get("errno"):
+        raise ControlError(int(reply["errno"]))
+    return reply
+
+
+def call_fd(fd: int, request: dict) -> dict:
+    """Like `call` for an open file: the request is about (and carries) that fd."""
+    return call(os.fstat(fd).st_dev, request, [fd])

@@ -1,0 +1,431 @@
+"""The mount daemon's lifecycle: checks, fork, FUSE session, control socket, shutdown.
+
+`start(data_path, mountpoint, opts)` runs in the `scoutfs mount` / `mount.scoutfs` process:
+it checks the devices and the mount point, forks the daemon (double fork, setsid, stdin
+/dev/null) and waits on a pipe for ``ready`` (pyfuse3.init returned and the control socket
+listens) or ``error <message>``.  The daemon watches a second pipe whose write end only the
+waiting parent holds: if the parent dies before readiness, the daemon gives up (unmounting if
+it had mounted) so no orphan is left.
+
+The daemon (`_daemon_main`, under trio): `Mount.open` (fs.super, or the in-memory
+fs.testing.fakemount when ``SCOUTFS_FAKE_MOUNT=1``), pyfuse3.init, the control server, the
+pid file ``<run dir>/pid/<maj>:<min>.pid``, then pyfuse3.main until the kernel unmounts
+(``umount MNT``) or SIGTERM/SIGINT (pyfuse3.terminate, then we unmount).  It then removes its
+socket and pid file, commits and says farewell (`Mount.close`) and exits 0.  Logs go to
+``<run dir>/log/<fsid16>.<rid16>.log`` (or ``log_path=``); stdout/stderr point there too.
+
+Known gaps of pyfuse3 3.5 (documented, not worked around):
+* setxattr flags: pyfuse3 emulates XATTR_CREATE/XATTR_REPLACE with a getxattr before an
+  unflagged setxattr; CREATE|REPLACE together therefore does not fail with EINVAL and the
+  check and the set are two requests' worth of steps.
+* POSIX ACLs: enabled with ``Operations.enable_acl`` (FUSE_CAP_POSIX_ACL) when the ``acl``
+  option is on (the default); the kernel then enforces ACLs kept in the
+  ``system.posix_acl_*`` xattrs the filesystem layer stores.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import logging.handlers
+import os
+import signal
+import stat
+import sys
+import traceback
+from typing import Any
+
+from fs.errors import FsError
+
+log = logging.getLogger("scoutfs.mount")
+
+
+class MountError(Exception):
+    def __init__(self, message: str, err: int = errno.EINVAL):
+        super().__init__(message)
+        self.message = message
+        self.errno = err
+
+
+def run_dir() -> str:
+    return os.environ.get("SCOUTFS_RUN_DIR", "/run/scoutfs")
+
+
+def fake_mode(opts: dict | None = None) -> bool:
+    return os.environ.get("SCOUTFS_FAKE_MOUNT") == "1"
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _dev_id(st: os.stat_result) -> tuple:
+    if stat.S_ISBLK(st.st_mode):
+        return ("blk", st.st_rdev)
+    return ("file", st.st_dev, st.st_ino)
+
+
+def _read_super(path: str, what: str):
+    from fs.block import Device, read_super
+
+    try:
+        dev = Device(path, readonly=True)
+    except OSError as e:
+        raise MountError(f"could not open {what}: {os.strerror(e.errno)} ({e.errno})",
+                         e.errno) from None
+    except FsError as e:
+        raise MountError(f"could not open {what}: {e.msg or os.strerror(e.errno)}",
+                         e.errno) from None
+    try:
+        return read_super(dev)
+    except FsError as e:
+        raise MountError(f"error reading {what} super block: {e.msg or os.strerror(e.errno)}",
+                         e.errno) from None
+    finally:
+        dev.close()
+
+
+def check_devices(meta_path: str, data_path: str, *, fake: bool = False):
+    """The checks scoutfs's fill_super makes before mounting; returns the meta super (None
+    in fake mode when the devices hold no super)."""
+    from fs import format as fmt
+
+    try:
+        mst = os.stat(meta_path)
+    except OSError as e:
+        raise MountError(f"could not open metadev: {os.strerror(e.errno)} ({e.errno})",
+                         e.errno) from None
+    try:
+        dst = os.stat(data_path)
+    except OSError as e:
+        raise MountError(f"could not open data device '{data_path}': "
+                         f"{os.strerror(e.errno)} ({e.errno})", e.errno) from None
+    for st, what in ((mst, "metadev"), (dst, "data device")):
+        if not (stat.S_ISBLK(st.st_mode) or stat.S_ISREG(st.st_mode)):
+            raise MountError(f"{what} must be a block device or an image file",
+                             errno.ENOTBLK)
+    if _dev_id(mst) == _dev_id(dst):
+        raise MountError("metadev_path and the data device are the same device", errno.EINVAL)
+    if fake:
+        try:
+            msb = _read_super(meta_path, "metadev")
+        except MountError:
+            return None
+    else:
+        msb = _read_super(meta_path, "metadev")
+    dsb = _read_super(data_path, "data device")
+    if not msb.flags & fmt.SUPER_FLAG_META:
+        raise MountError("meta_super META flag not set")
+    if dsb.flags & fmt.SUPER_FLAG_META:
+        raise MountError("data_super META flag set")
+    if msb.fsid != dsb.fsid or bytes(msb.uuid) != bytes(dsb.uuid):
+        raise MountError(f"superblock UUID mismatch: meta device fsid {msb.fsid:016x}, data "
+                         f"device fsid {dsb.fsid:016x}")
+    return msb
+
+
+def check_mountpoint(mnt: str) -> None:
+    try:
+        st = os.stat(mnt)
+    except OSError as e:
+        raise MountError(f"mount point {mnt} does not exist", e.errno) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise MountError(f"mount point {mnt} is not a directory", errno.ENOTDIR)
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
+    """Check, fork the daemon and wait for it; print errors; return the exit status."""
+    fake = fake_mode(opts)
+    try:
+        sb = check_devices(opts["metadev_path"], data_path, fake=fake)
+        check_mountpoint(mountpoint)
+    except MountError as e:
+        sys.stderr.write(f"scoutfs: {e.message}\n")
+        return 1
+    data_path = os.path.abspath(data_path)
+    mountpoint = os.path.abspath(mountpoint)
+    opts = dict(opts, metadev_path=os.path.abspath(opts["metadev_path"]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    st_r, st_w = os.pipe()
+    alive_r, alive_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # first child
+        try:
+            os.close(st_r)
+            os.close(alive_w)
+            os.setsid()
+            if os.fork() != 0:
+                os._exit(0)
+            code = _daemon(data_path, mountpoint, opts, sb, st_w, alive_r)
+        except BaseException:
+            try:
+                os.write(st_w, b"error daemon failed: "
+                         + traceback.format_exc().replace("\n", " | ").encode() + b"\n")
+            except OSError:
+                pass
+            code = 1
+        os._exit(code)
+    os.close(st_w)
+    os.close(alive_r)
+    os.waitpid(pid, 0)
+    buf = b""
+    try:
+        while b"\n" not in buf:
+            chunk = os.read(st_r, 4096)
+            if not chunk:
+                break
+            buf += chunk
+    finally:
+        os.close(st_r)
+    line = buf.split(b"\n", 1)[0].decode(errors="replace")
+    os.close(alive_w)
+    if line.startswith("ready"):
+        return 0
+    if line.startswith("error "):
+        sys.stderr.write(f"scoutfs: {line[6:]}\n")
+    else:
+        sys.stderr.write("scoutfs: mount daemon exited before the mount was ready\n")
+    return 1
+
+
+# --------------------------------------------------------------------------- daemon side
+
+
+class _Status:
+    def __init__(self, fd: int):
+        self.fd = fd
+
+    def send(self, line: str) -> None:
+        if self.fd < 0:
+            return
+        try:
+            os.write(self.fd, line.replace("\n", " ").encode() + b"\n")
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _redirect_std(path: str | None) -> None:
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    if path is None:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+    else:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+    os.close(null)
+
+
+def _log_path(opts: dict, fsid: int, rid: int) -> str:
+    return opts.get("log_path") or os.path.join(run_dir(), "log", f"{fsid:016x}.{rid:016x}.log")
+
+
+def _daemon(data_path: str, mnt: str, opts: dict, sb, st_w: int, alive_r: int) -> int:
+    import trio
+
+    # until the rid is known, log records wait in memory (or go to log_path)
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    early = None
+    if opts.get("log_path"):
+        _redirect_std(opts["log_path"])
+        _add_file_handler(opts["log_path"])
+    else:
+        _redirect_std(None)
+        early = logging.handlers.MemoryHandler(100000, flushLevel=logging.CRITICAL + 1)
+        root.addHandler(early)
+    status = _Status(st_w)
+    d = _Daemon(data_path, mnt, opts, sb, status, alive_r, early)
+    try:
+        trio.run(d.main)
+    except BaseException as e:  # noqa: BLE001
+        log.error("daemon failed", exc_info=True)
+        status.send(f"error {_describe(e)}")
+        d.finish_logging()
+        return 1
+    d.finish_logging()
+    return d.exit_code
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, FsError):
+        return e.msg or os.strerror(e.errno)
+    if isinstance(e, MountError):
+        return e.message
+    if isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        return _describe(e.exceptions[0])
+    return f"{type(e).__name__}: {e}"
+
+
+def _add_file_handler(path: str) -> logging.Handler:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    h = logging.FileHandler(path)
+    h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(h)
+    return h
+
+
+class _Daemon:
+    def __init__(self, data_path, mnt, opts, sb, status, alive_r, early):
+        self.data_path, self.mnt, self.opts, self.sb = data_path, mnt, opts, sb
+        self.status, self.alive_r, self.early = status, alive_r, early
+        self.exit_code = 0
+        self.ready = False
+        self.fuse_running = False
+        self.fuse_inited = False
+        self.terminated = False
+        self.files: list[str] = []
+
+    def finish_logging(self) -> None:
+        if self.early is not None:
+            # never learned the rid: keep the records under rid 0
+            fsid = self.sb.fsid if self.sb is not None else 0
+            path = _log_path(self.opts, fsid, 0)
+            h = _add_file_handler(path)
+            self.early.setTarget(h)
+            self.early.flush()
+            logging.getLogger().removeHandler(self.early)
+            self.early = None
+
+    def _start_logging(self, fsid: int, rid: int) -> None:
+        if self.early is None:
+            return
+        path = _log_path(self.opts, fsid, rid)
+        _redirect_std(path)
+        h = _add_file_handler(path)
+        self.early.setTarget(h)
+        self.early.flush()
+        logging.getLogger().removeHandler(self.early)
+        self.early = None
+
+    async def _watch_parent(self, cancel_scope) -> None:
+        import trio
+
+        await trio.lowlevel.wait_readable(self.alive_r)
+        if not self.ready:
+            log.warning("mount command went away before the mount was ready: giving up")
+            self.exit_code = 1
+            cancel_scope.cancel()
+
+    async def _signals(self, cancel_scope) -> None:
+        import trio
+
+        from fs import vfs
+
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+            async for sig in sigs:
+                log.info("signal %d: unmounting", sig)
+                if self.fuse_running:
+                    self.terminated = True
+                    vfs.terminate()
+                else:
+                    cancel_scope.cancel()
+
+    async def main(self) -> None:
+        import trio
+
+        from fs import vfs
+        from fs.control import ControlServer, find_mount
+
+        if fake_mode(self.opts):
+            from fs.testing.fakemount import FakeMount as MountCls
+        else:
+            from fs.super import Mount as MountCls
+
+        async with trio.open_nursery() as nursery:
+            outer = nursery.cancel_scope
+            nursery.start_soon(self._watch_parent, outer)
+            nursery.start_soon(self._signals, outer)
+            mount = None
+            ctl = None
+            notifier = vfs.Notifier()
+            # the mount's own background tasks (server, commit timer, ...) live in their own
+            # nursery so that after Mount.close they get a moment to finish on their own
+            async with trio.open_nursery() as mnursery:
+                try:
+                    # test hook: a slow mount, to kill the waiting mount command meanwhile
+                    await trio.sleep(float(os.environ.get("SCOUTFS_TEST_OPEN_DELAY_S", "0")))
+                    mount = await MountCls.open(self.opts["metadev_path"], self.data_path,
+                                                self.opts, mnursery)
+                    self._start_logging(mount.fsid, mount.rid)
+                    log.info("mounting %s on %s (meta %s) fsid %016x rid %016x pid %d",
+                             self.data_path, self.mnt, self.opts["metadev_path"], mount.fsid,
+                             mount.rid, os.getpid())
+                    ops = vfs.ScoutfsOperations(mount.fs, timeout_ms=self.opts["attr_timeout_ms"],
+                                                acl=self.opts["acl"], readonly=self.opts["ro"],
+                                                notifier=notifier)
+                    mount.notifier = notifier  # for lock invalidation's kernel notifications
+                    try:
+                        vfs.init(ops, self.mnt, vfs.fuse_options(self.data_path, self.opts))
+                    except RuntimeError as e:
+                        raise MountError(f"FUSE mount on {self.mnt} failed: {e}") from None
+                    self.fuse_inited = True
+                    mi = find_mount(self.mnt)
+                    if mi is None:
+                        raise MountError(f"{self.mnt} not found in /proc/self/mountinfo after "
+                                         "mounting")
+                    ctl = ControlServer(mount, mi.major, mi.minor, mi.mnt_id)
+                    ctl.bind()
+                    self.files.append(ctl.path)
+                    await nursery.start(ctl.serve)
+                    piddir = os.path.join(run_dir(), "pid")
+                    os.makedirs(piddir, exist_ok=True)
+                    pidfile = os.path.join(piddir, f"{mi.major}:{mi.minor}.pid")
+                    with open(pidfile, "w") as f:
+                        f.write(f"{os.getpid()}\n")
+                    self.files.append(pidfile)
+                    notifier.start()
+                    nursery.start_soon(ops.run_workers)
+                    if outer.cancel_called:
+                        return
+                    self.ready = True
+                    self.status.send(f"ready {os.getpid()}")
+                    self.fuse_running = True
+                    await vfs.main()
+                    self.fuse_running = False
+                    log.info("FUSE session ended%s", " (signal)" if self.terminated else "")
+                finally:
+                    with trio.CancelScope(shield=True):
+                        await self._shutdown(mount, ctl, notifier)
+                        with trio.move_on_after(0.5):
+                            while mnursery.child_tasks:
+                                await trio.sleep(0.02)
+                    mnursery.cancel_scope.cancel()
+                    nursery.cancel_scope.cancel()
+
+    async def _shutdown(self, mount, ctl, notifier) -> None:
+        from fs import vfs
+
+        if ctl is not None:
+            ctl.remove()
+        for p in self.files:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+        notifier.stop(timeout=1.0)
+        if self.fuse_inited:
+            # still mounted after a signal, a failure or a vanished parent: detach it
+            unmount = self.terminated or not self.ready or self.fuse_running
+            try:
+                vfs.close(unmount=unmount)
+            except Exception:
+                log.exception("closing the FUSE session failed")
+            self.fuse_inited = False
+        if mount is not None:
+            try:
+                await mount.close()
+            except Exception:
+                log.exception("closing the mount failed")
+                self.exit_code = 1
+            log.info("unmounted %s", self.mnt)

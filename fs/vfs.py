@@ -1,0 +1,447 @@
+"""The pyfuse3 adapter: FUSE requests -> `fs.filesystem.Filesystem` calls.
+
+This is the only module that imports pyfuse3.  It holds no semantics of its own: it converts
+arguments and results, keeps the kernel's lookup counts, and turns `FsError` into
+`FUSEError`.
+
+Deadlock rules this module depends on (ARCHITECTURE.md §5):
+
+* Kernel cache notifications (`pyfuse3.invalidate_inode/invalidate_entry`) block in the
+  kernel on page and directory locks that FUSE requests may hold while they wait for the very
+  cluster lock being invalidated.  They are therefore only ever queued to `Notifier`, whose
+  own thread issues them; no request handler, lock invalidation or commit waits for them.
+* `forget` must never block the session loop: the lookup count is kept here synchronously
+  and `Filesystem.forget` (which may take cluster locks to delete an unlinked inode) runs as
+  queued work in the forget worker task.
+* Correctness does not depend on the notifier: entry and attr timeouts default to 0 and open
+  files are not `keep_cache`, so the kernel asks us on every lookup/getattr and drops cached
+  pages when size or mtime change (auto_inval_data).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import queue
+import stat
+import threading
+from typing import Any
+
+import pyfuse3
+import trio
+
+from fs.errors import FsError
+
+log = logging.getLogger(__name__)
+
+RENAME_NOREPLACE = pyfuse3.RENAME_NOREPLACE
+RENAME_EXCHANGE = pyfuse3.RENAME_EXCHANGE
+ROOT_INODE = pyfuse3.ROOT_INODE
+FUSEError = pyfuse3.FUSEError
+
+
+def _ns(ts: tuple[int, int]) -> int:
+    return int(ts[0]) * 1_000_000_000 + int(ts[1])
+
+
+def _ts(ns: int) -> tuple[int, int]:
+    return ns // 1_000_000_000, ns % 1_000_000_000
+
+
+class _Errors:
+    """Context manager: FsError -> FUSEError(errno); any other exception is a bug: log it
+    with its traceback and answer EIO (pyfuse3 handlers may only raise FUSEError)."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, typ, exc, tb) -> bool:
+        if exc is None or isinstance(exc, (FUSEError, trio.Cancelled)):
+            return False
+        if isinstance(exc, FsError):
+            raise FUSEError(exc.errno) from None
+        if isinstance(exc, Exception):
+            log.error("%s failed", self.what, exc_info=(typ, exc, tb))
+            raise FUSEError(errno.EIO) from None
+        return False
+
+
+class Notifier:
+    """Queues kernel cache invalidations and issues them from a dedicated thread.
+
+    `queue_invalidate_inode` / `queue_invalidate_entry` never block and may be called from
+    any trio task (or thread).  Nothing is sent to the kernel until `start()` (after
+    pyfuse3.init) and nothing after `stop()` (before pyfuse3.close).
+    """
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.sent = 0
+        self.failed = 0
+
+    def queue_invalidate_inode(self, ino: int, attr_only: bool = False) -> None:
+        self._q.put(("inode", int(ino), attr_only))
+
+    def queue_invalidate_entry(self, parent: int, name: bytes, deleted: int = 0) -> None:
+        self._q.put(("entry", int(parent), bytes(name), int(deleted)))
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="scoutfs-notifier",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._q.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            req = self._q.get()
+            if req is None:
+                return
+            try:
+                if req[0] == "inode":
+                    pyfuse3.invalidate_inode(req[1], req[2])
+                else:
+                    pyfuse3.invalidate_entry(req[1], req[2], req[3])
+                self.sent += 1
+            except OSError as e:
+                # ENOENT: the kernel holds nothing for it, which is fine
+                if e.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF, errno.ENODEV):
+                    self.failed += 1
+                    log.warning("kernel invalidation %r failed: %s", req, e)
+
+
+class ScoutfsOperations(pyfuse3.Operations):
+    """pyfuse3 Operations over a Filesystem."""
+
+    supports_dot_lookup = False  # no NFS export: the kernel never looks up "." or ".."
+    enable_writeback_cache = False
+
+    def __init__(self, fs: Any, *, timeout_ms: int = 0, acl: bool = True,
+                 readonly: bool = False, notifier: Notifier | None = None):
+        super().__init__()
+        self.fs = fs
+        self.timeout = timeout_ms / 1000.0
+        self.enable_acl = bool(acl)
+        self.readonly = readonly
+        self.notifier = notifier or Notifier()
+        self.lookups: dict[int, int] = {}  # ino -> kernel lookup count
+        self.handles: dict[int, tuple[int, Any]] = {}  # fh -> (ino, opener's Ctx)
+        self._next_fh = 1
+        self._forget_send, self._forget_recv = trio.open_memory_channel(math.inf)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def run_workers(self) -> None:
+        """The forget worker: run `Filesystem.forget` for inodes the kernel dropped."""
+        async for ino in self._forget_recv:
+            if self.lookups.get(ino, 0) > 0:  # looked up again since: still cached
+                continue
+            try:
+                await self.fs.forget(ino)
+            except FsError as e:
+                log.warning("forget of inode %d failed: %s", ino, e)
+            except Exception:
+                log.exception("forget of inode %d failed", ino)
+
+    def _ctx(self, ctx: Any):
+        from fs.inode import Ctx
+
+        if ctx is None:
+            return Ctx(uid=0, gid=0, pid=0)
+        return Ctx(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
+
+    def _entry(self, a: Any) -> pyfuse3.EntryAttributes:
+        e = pyfuse3.EntryAttributes()
+        e.st_ino = a.ino
+        e.generation = getattr(a, "generation", 0)
+        e.entry_timeout = self.timeout
+        e.attr_timeout = self.timeout
+        e.st_mode = a.mode
+        e.st_nlink = a.nlink
+        e.st_uid = a.uid
+        e.st_gid = a.gid
+        e.st_rdev = a.rdev
+        e.st_size = a.size
+        e.st_blksize = 4096
+        e.st_blocks = a.blocks
+        e.st_atime_ns = _ns(a.atime)
+        e.st_mtime_ns = _ns(a.mtime)
+        e.st_ctime_ns = _ns(a.ctime)
+        return e
+
+    def _looked_up(self, a: Any) -> pyfuse3.EntryAttributes:
+        """An entry reply that the kernel counts as one more lookup of the inode."""
+        self.lookups[a.ino] = self.lookups.get(a.ino, 0) + 1
+        return self._entry(a)
+
+    def _check_rw(self) -> None:
+        if self.readonly:
+            raise FUSEError(errno.EROFS)
+
+    def _new_fh(self, ino: int, ctx: Any) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self.handles[fh] = (ino, ctx)
+        return fh
+
+    def _fh_ino(self, fh: int) -> int:
+        try:
+            return self.handles[fh][0]
+        except KeyError:
+            raise FUSEError(errno.EBADF) from None
+
+    # ------------------------------------------------------------------ inodes
+
+    async def lookup(self, parent_inode, name, ctx=None):
+        with _Errors("lookup"):
+            return self._looked_up(await self.fs.lookup(parent_inode, bytes(name)))
+
+    async def forget(self, inode_list):
+        # Synchronous bookkeeping only: the session loop awaits this handler.
+        for ino, nlookup in inode_list:
+            left = self.lookups.get(ino, 0) - nlookup
+            if left > 0:
+                self.lookups[ino] = left
+                continue
+            self.lookups.pop(ino, None)
+            if ino != ROOT_INODE:
+                self._forget_send.send_nowait(ino)
+
+    async def getattr(self, inode, ctx=None):
+        with _Errors("getattr"):
+            return self._entry(await self.fs.getattr(inode))
+
+    async def setattr(self, inode, attr, fields, fh, ctx):
+        with _Errors("setattr"):
+            self._check_rw()
+            kw: dict[str, Any] = {}
+            if fields.update_mode:
+                kw["mode"] = attr.st_mode
+            if fields.update_uid:
+                kw["uid"] = attr.st_uid
+            if fields.update_gid:
+                kw["gid"] = attr.st_gid
+            if fields.update_size:
+                kw["size"] = attr.st_size
+            # pyfuse3 fills in the current time itself for UTIME_NOW
+            if fields.update_atime:
+                kw["atime"] = _ts(attr.st_atime_ns)
+            if fields.update_mtime:
+                kw["mtime"] = _ts(attr.st_mtime_ns)
+            if fields.update_ctime:
+                kw["ctime"] = _ts(attr.st_ctime_ns)
+            return self._entry(await self.fs.setattr(inode, ctx=self._ctx(ctx), **kw))
+
+    async def readlink(self, inode, ctx):
+        with _Errors("readlink"):
+            return await self.fs.readlink(inode)
+
+    async def mknod(self, parent_inode, name, mode, rdev, ctx):
+        with _Errors("mknod"):
+            self._check_rw()
+            a = await self.fs.mknod(parent_inode, bytes(name), mode, rdev, self._ctx(ctx))
+            return self._looked_up(a)
+
+    async def mkdir(self, parent_inode, name, mode, ctx):
+        with _Errors("mkdir"):
+            self._check_rw()
+            a = await self.fs.mkdir(parent_inode, bytes(name), (mode & 0o7777) | stat.S_IFDIR,
+                                    self._ctx(ctx))
+            return self._looked_up(a)
+
+    async def symlink(self, parent_inode, name, target, ctx):
+        with _Errors("symlink"):
+            self._check_rw()
+            a = await self.fs.symlink(parent_inode, bytes(name), bytes(target), self._ctx(ctx))
+            return self._looked_up(a)
+
+    async def link(self, inode, new_parent_inode, new_name, ctx):
+        with _Errors("link"):
+            self._check_rw()
+            a = await self.fs.link(inode, new_parent_inode, bytes(new_name), self._ctx(ctx))
+            return self._looked_up(a)
+
+    async def unlink(self, parent_inode, name, ctx):
+        with _Errors("unlink"):
+            self._check_rw()
+            await self.fs.unlink(parent_inode, bytes(name), self._ctx(ctx))
+
+    async def rmdir(self, parent_inode, name, ctx):
+        with _Errors("rmdir"):
+            self._check_rw()
+            await self.fs.rmdir(parent_inode, bytes(name), self._ctx(ctx))
+
+    async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
+        with _Errors("rename"):
+            self._check_rw()
+            if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
+                raise FUSEError(errno.EINVAL)
+            await self.fs.rename(parent_inode_old, bytes(name_old), parent_inode_new,
+                                 bytes(name_new), flags, self._ctx(ctx))
+
+    # ------------------------------------------------------------------ files
+
+    async def _open(self, ino: int, flags: int, rctx: Any) -> pyfuse3.FileInfo:
+        ctx = self._ctx(rctx)
+        if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
+            self._check_rw()
+        await self.fs.open(ino, flags, ctx)
+        if flags & os.O_TRUNC:
+            # atomic_o_trunc: the kernel leaves the truncate of open(O_TRUNC) to us; it would
+            # have done notify_change(ATTR_SIZE|ATTR_MTIME|ATTR_CTIME) itself.
+            a = await self.fs.getattr(ino)
+            if stat.S_ISREG(a.mode):
+                await self.fs.setattr(ino, size=0, mtime="now", ctime="now", ctx=ctx)
+        # keep_cache off: the kernel drops cached pages on open; direct_io off
+        return pyfuse3.FileInfo(fh=self._new_fh(ino, ctx), direct_io=False, keep_cache=False)
+
+    async def open(self, inode, flags, ctx):
+        with _Errors("open"):
+            return await self._open(inode, flags, ctx)
+
+    async def create(self, parent_inode, name, mode, flags, ctx):
+        with _Errors("create"):
+            self._check_rw()
+            a = await self.fs.mknod(parent_inode, bytes(name), (mode & 0o7777) | stat.S_IFREG,
+                                    0, self._ctx(ctx))
+            entry = self._looked_up(a)
+            fi = await self._open(a.ino, flags & ~os.O_TRUNC, ctx)
+            return fi, entry
+
+    async def read(self, fh, off, size):
+        with _Errors("read"):
+            return await self.fs.read(self._fh_ino(fh), off, size)
+
+    async def write(self, fh, off, buf):
+        with _Errors("write"):
+            self._check_rw()
+            ino = self._fh_ino(fh)
+            return await self.fs.write(ino, off, buf, self.handles[fh][1])
+
+    async def flush(self, fh):
+        return None
+
+    async def release(self, fh):
+        ent = self.handles.pop(fh, None)
+        rel = getattr(self.fs, "release", None)
+        if ent is not None and rel is not None:
+            with _Errors("release"):
+                await rel(ent[0])
+
+    async def fsync(self, fh, datasync):
+        with _Errors("fsync"):
+            await self.fs.fsync(self._fh_ino(fh), bool(datasync))
+
+    # ------------------------------------------------------------------ directories
+
+    async def opendir(self, inode, ctx):
+        with _Errors("opendir"):
+            a = await self.fs.getattr(inode)
+            if not stat.S_ISDIR(a.mode):
+                raise FUSEError(errno.ENOTDIR)
+            return self._new_fh(inode, self._ctx(ctx))
+
+    async def readdir(self, fh, start_id, token):
+        with _Errors("readdir"):
+            ino = self._fh_ino(fh)
+            for name, a, next_pos in await self.fs.readdir(ino, start_id):
+                dot = name in (b".", b"..")
+                if a is None:
+                    if dot:  # the kernel takes no lookup from "." or ".." entries
+                        e = pyfuse3.EntryAttributes()
+                        e.st_ino = ino
+                        e.st_mode = stat.S_IFDIR
+                    else:
+                        a = await self.fs.lookup(ino, name)
+                        e = self._entry(a)
+                else:
+                    e = self._entry(a)
+                if not pyfuse3.readdir_reply(token, name, e, next_pos):
+                    break
+                if not dot:
+                    self.lookups[a.ino] = self.lookups.get(a.ino, 0) + 1
+
+    async def releasedir(self, fh):
+        self.handles.pop(fh, None)
+
+    async def fsyncdir(self, fh, datasync):
+        with _Errors("fsyncdir"):
+            await self.fs.fsync(self._fh_ino(fh), bool(datasync))
+
+    # ------------------------------------------------------------------ volume
+
+    async def statfs(self, ctx):
+        with _Errors("statfs"):
+            st = await self.fs.statfs()
+            out = pyfuse3.StatvfsData()
+            out.f_bsize = 4096
+            out.f_frsize = 4096
+            out.f_namemax = 255
+            for f in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
+                      "f_ffree", "f_favail", "f_namemax"):
+                v = st.get(f) if isinstance(st, dict) else getattr(st, f, None)
+                if v is not None:
+                    setattr(out, f, int(v))
+            return out
+
+    # ------------------------------------------------------------------ xattrs
+    # pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE: it emulates them with a getxattr
+    # before setxattr (so CREATE|REPLACE together is not EINVAL, and the check and the set are
+    # two steps).  See the report in fs/mount.py's docstring.
+
+    async def setxattr(self, inode, name, value, ctx):
+        with _Errors("setxattr"):
+            self._check_rw()
+            await self.fs.setxattr(inode, bytes(name), bytes(value), 0, self._ctx(ctx))
+
+    async def getxattr(self, inode, name, ctx):
+        with _Errors("getxattr"):
+            return await self.fs.getxattr(inode, bytes(name), self._ctx(ctx))
+
+    async def listxattr(self, inode, ctx):
+        with _Errors("listxattr"):
+            return list(await self.fs.listxattr(inode, self._ctx(ctx)))
+
+    async def removexattr(self, inode, name, ctx):
+        with _Errors("removexattr"):
+            self._check_rw()
+            await self.fs.removexattr(inode, bytes(name), self._ctx(ctx))
+
+
+def fuse_options(data_path: str, opts: dict[str, Any]) -> set[str]:
+    """The options for pyfuse3.init: type shows as fuse.scoutfs, source the data device."""
+    fsname = data_path.replace(",", "\\,")
+    out = {f"fsname={fsname}", "subtype=scoutfs", "default_permissions", "allow_other",
+           "dev", "suid"}
+    for flag in opts.get("fuse_flags", []):
+        if flag.startswith("no") and flag[2:] in out:
+            out.discard(flag[2:])
+        out.add(flag)
+    return out
+
+
+def init(ops: ScoutfsOperations, mountpoint: str, options: set[str]) -> None:
+    pyfuse3.init(ops, mountpoint, options)
+
+
+async def main() -> None:
+    await pyfuse3.main()
+
+
+def terminate() -> None:
+    pyfuse3.terminate()
+
+
+def close(unmount: bool) -> None:
+    pyfuse3.close(unmount=unmount)
