@@ -18,7 +18,7 @@ from fs.cli.util import COMMANDS, GROUPS, CmdFailed, err, errno_str
 
 # subcommand modules: importing one registers its commands
 MODULES = ["fs.cli.mkfs", "fs.cli.mount", "fs.cli.statfs", "fs.cli.counters",
-           "fs.cli.print_cmd"]
+           "fs.cli.print_cmd", "fs.cli.fsck"]
 # modules other developers may add later; missing ones are skipped
 OPTIONAL_MODULES = ["fs.cli.archive", "fs.cli.walk", "fs.cli.xattrs", "fs.cli.quota",
                     "fs.cli.attrx", "fs.cli.fiemap", "fs.cli.devices", "fs.cli.sysfs"]

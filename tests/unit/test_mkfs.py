@@ -44,8 +44,11 @@ def check_volume(meta_dev, data_dev, sb, total_meta, total_data):
     mb = MetaBlocks(meta_dev, sb.fsid)
     tree = Btree(mb, sb.fs_root)
     items = list(tree.items(KEY_MIN, KEY_MAX))
-    assert [key for key, _ in items] == [fmt.inode_key(fmt.ROOT_INO)]
-    it = items[0][1]
+    assert [key for key, _ in items] == [
+        fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, items[1][1].seq, fmt.ROOT_INO),
+        fmt.inode_key(fmt.ROOT_INO),
+    ]
+    it = items[1][1]
     assert it.seq == 1 and not it.deleted
     ino = fmt.unpack_inode(1, it.value)
     assert ino.mode == stat.S_IFDIR | 0o755 and ino.nlink == 2
