@@ -420,7 +420,10 @@ class Server:
         """Stop serving: connections close, background work stops.  Changes not yet
         committed are dropped (every reply was sent after its commit)."""
         if self._nursery is not None:
-            self._nursery.cancel_scope.cancel()
+            # let an in-flight merge and commit finish: cancelling one half-way would leave
+            # memory ahead of disk (and log it as a failure)
+            async with self._merge_lock, self._commit_lock:
+                self._nursery.cancel_scope.cancel()
             await self._done.wait()
 
     async def _accept_loop(self, listener) -> None:
