@@ -212,6 +212,8 @@ class ItemCache:
                 it.dirty = False
         self.dirty.clear()
         self.dirty_bytes = 0
+        if len(self.cache) > self.max_items:
+            self.evict()
 
     # ------------------------------------------------------------- invalidation, eviction
 

@@ -58,6 +58,21 @@ def fake_mode(opts: dict | None = None) -> bool:
 # --------------------------------------------------------------------------- checks
 
 
+# FUSE mounts start with 128 KiB of read-ahead; whole-MiB read-ahead lets sequential reads
+# arrive as 1 MiB requests (shared/perf/anchors.md measured x1.4-2.7 on cold reads)
+READ_AHEAD_KB = 1024
+
+
+def _set_read_ahead(major: int, minor: int, kb: int) -> None:
+    """Set the mount's backing-dev read-ahead (sysfs, not a FUSE request: safe here)."""
+    path = f"/sys/class/bdi/{major}:{minor}/read_ahead_kb"
+    try:
+        with open(path, "w") as f:
+            f.write(f"{kb}\n")
+    except OSError as e:
+        log.warning("could not set %s: %s", path, e)
+
+
 def _dev_id(st: os.stat_result) -> tuple:
     if stat.S_ISBLK(st.st_mode):
         return ("blk", st.st_rdev)
@@ -374,6 +389,7 @@ class _Daemon:
                     if mi is None:
                         raise MountError(f"{self.mnt} not found in /proc/self/mountinfo after "
                                          "mounting")
+                    _set_read_ahead(mi.major, mi.minor, READ_AHEAD_KB)
                     ctl = ControlServer(mount, mi.major, mi.minor, mi.mnt_id)
                     ctl.bind()
                     self.files.append(ctl.path)

@@ -6,8 +6,8 @@ raises `OptionError(message)`; the message is what `scoutfs mount` prints.  The 
 
 Our own options (not upstream):
 
-* ``cache_blocks=N``       meta block cache size limit, in 64 KiB blocks (default 4096)
-* ``item_cache_items=N``   item cache size limit, in items (default 200000)
+* ``cache_blocks=N``       meta block cache size limit, in 64 KiB blocks (default 1024: 64 MiB)
+* ``item_cache_items=N``   item cache size limit, in items (default 100000)
 * ``attr_timeout_ms=N``    FUSE entry/attr cache timeout (default 0).  Any value above 0 is
   **weaker across mounts**: a change on another mount may stay invisible here for that
   long (the kernel answers lookups and stats from its cache).
@@ -46,8 +46,8 @@ _INT_OPTS: dict[str, tuple[int, int, int | None, bool]] = {
     "data_prealloc_contig_only": (1, 0, 1, False),
     "ino_alloc_per_lock": (1024, 1, 1024, False),
     # ours
-    "cache_blocks": (4096, 16, None, False),
-    "item_cache_items": (200000, 1024, None, False),
+    "cache_blocks": (1024, 16, None, False),
+    "item_cache_items": (100000, 1024, None, False),
     "attr_timeout_ms": (0, 0, 3600 * 1000, False),
 }
 

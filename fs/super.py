@@ -87,8 +87,10 @@ class Mount:
         self.sb = sb
         self.fsid = sb.fsid
         self.rid = secrets.randbits(64) or 1
-        self.meta_blocks = MetaBlocks(self.meta_dev, sb.fsid,
-                                      int(self.options.get("cache_blocks", 4096)))
+        cache_blocks = int(self.options.get("cache_blocks", 1024))
+        # parsed nodes cost several times their 64 KiB: keep a quarter as many
+        self.meta_blocks = MetaBlocks(self.meta_dev, sb.fsid, cache_blocks,
+                                      parsed_blocks=max(16, cache_blocks // 4))
         from fs.client import Client
         from fs.server import Server
 
@@ -116,7 +118,7 @@ class Mount:
         self.forest = Forest(self.meta_blocks, self._get_roots)
         self.trans: Trans | None = None
         self.items = ItemCache(self.forest, lambda: self.trans.seq,
-                               int(self.options.get("item_cache_items", 200_000)))
+                               int(self.options.get("item_cache_items", 100_000)))
         self.trans = Trans(self.client, self.items, self.meta_blocks, self.meta_dev,
                            self.data_dev, self.forest, self.counters)
         await self.trans.start()
