@@ -63,14 +63,19 @@ def fake_mode(opts: dict | None = None) -> bool:
 READ_AHEAD_KB = 1024
 
 
-def _set_read_ahead(major: int, minor: int, kb: int) -> None:
-    """Set the mount's backing-dev read-ahead (sysfs, not a FUSE request: safe here)."""
-    path = f"/sys/class/bdi/{major}:{minor}/read_ahead_kb"
+def _raise_read_ahead(mountpoint: str) -> None:
+    """Set the new mount's backing-dev read-ahead, from the mount command (never the daemon).
+
+    The kernel applies the daemon's INIT reply (which caps read-ahead at 128 KiB) when the
+    first request is answered, so this stats the mount first and only then writes sysfs.
+    """
     try:
+        st = os.stat(mountpoint)
+        path = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
         with open(path, "w") as f:
-            f.write(f"{kb}\n")
+            f.write(f"{READ_AHEAD_KB}\n")
     except OSError as e:
-        log.warning("could not set %s: %s", path, e)
+        sys.stderr.write(f"scoutfs: warning: could not raise read-ahead: {e}\n")
 
 
 def _dev_id(st: os.stat_result) -> tuple:
@@ -198,6 +203,7 @@ def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
     line = buf.split(b"\n", 1)[0].decode(errors="replace")
     os.close(alive_w)
     if line.startswith("ready"):
+        _raise_read_ahead(mountpoint)
         return 0
     if line.startswith("error "):
         sys.stderr.write(f"scoutfs: {line[6:]}\n")
@@ -389,7 +395,6 @@ class _Daemon:
                     if mi is None:
                         raise MountError(f"{self.mnt} not found in /proc/self/mountinfo after "
                                          "mounting")
-                    _set_read_ahead(mi.major, mi.minor, READ_AHEAD_KB)
                     ctl = ControlServer(mount, mi.major, mi.minor, mi.mnt_id)
                     ctl.bind()
                     self.files.append(ctl.path)
