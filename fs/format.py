@@ -520,7 +520,7 @@ class Inode:
         return Inode(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
-INODE_V2 = struct.Struct("<QQQQQQQQIIIIIIQIQIQIQIQ")
+INODE_V2 = struct.Struct("<QQQQQQQQIIIIIIqIqIqIqIQ")  # time secs are signed (before 1970)
 INODE_SIZE = INODE_V2.size
 
 

@@ -5,6 +5,7 @@ until the mount is ready."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 from fs.cli.argp import POSITIONAL, Opt, UsageError
@@ -105,3 +106,68 @@ def _helper_entry() -> None:
 
 if __name__ == "__main__":
     _helper_entry()
+
+
+# --------------------------------------------------------------------------- umount helper
+
+UMOUNT_WAIT_S = 120.0
+
+
+def _daemon_pid(mountpoint: str) -> int | None:
+    """The pid of the daemon serving `mountpoint`: its pid file, else its command line."""
+    import psutil
+
+    from fs.control import find_mount, run_dir
+
+    mi = find_mount(mountpoint)
+    if mi is not None:
+        try:
+            with open(os.path.join(run_dir(), "pid", f"{mi.major}:{mi.minor}.pid")) as f:
+                return int(f.read().strip())
+        except (OSError, ValueError):
+            pass
+    target = os.path.realpath(mountpoint)
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if any(c.endswith("mount.scoutfs") or c == "mount" for c in cmd[:3]) and \
+                any(os.path.realpath(c) == target for c in cmd if c.startswith("/")):
+            return p.info["pid"]
+    return None
+
+
+def umount_helper_main(argv: list[str] | None = None) -> int:
+    """Entry point of /sbin/umount.fuse.scoutfs, called by umount(8) as
+    ``umount.fuse.scoutfs DIR [-flnrv] [-N ns] [-t type]``.
+
+    scoutfs's unmount is synchronous: it returns once the mount has committed and left the
+    cluster.  A FUSE unmount returns as soon as the kernel lets go, so this helper unmounts
+    (``umount -i``, which does not call helpers again) and then waits for the daemon to finish
+    its commit, farewell and exit; a lazy unmount (-l) does not wait.
+    """
+    import subprocess
+
+    import psutil
+
+    if argv is None:
+        argv = sys.argv[1:]
+    paths = [a for a in argv if not a.startswith("-")]
+    flags = "".join(a[1:] for a in argv if a.startswith("-") and not a.startswith("--"))
+    skip = {"t", "N"}
+    opts = [a for a in argv if a.startswith("-") and a[1:2] not in skip]
+    if not paths:
+        sys.stderr.write("umount.scoutfs: no mount point given\n")
+        return 1
+    mnt = paths[0]
+    pid = None if "l" in flags else _daemon_pid(mnt)
+    rc = subprocess.call(["umount", "-i", *[o for o in opts if o != "-i"], mnt])
+    if rc != 0 or pid is None:
+        return rc
+    try:
+        psutil.Process(pid).wait(timeout=UMOUNT_WAIT_S)
+    except psutil.NoSuchProcess:
+        pass
+    except psutil.TimeoutExpired:
+        sys.stderr.write(f"umount.scoutfs: daemon {pid} still running after "
+                         f"{UMOUNT_WAIT_S:.0f}s\n")
+        return 1
+    return 0

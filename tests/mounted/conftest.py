@@ -1,0 +1,166 @@
+"""Shared helpers and fixtures of the mounted tests (real daemons through FUSE).
+
+`Env` makes volumes with `scoutfs mkfs -A` on sparse image files and mounts them with the
+real daemon; the `env` fixture unmounts and kills what a test started even when it fails.
+Test modules import the helpers with ``from conftest import ...``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+PY = sys.executable
+
+
+def _fuse_usable() -> bool:
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        return False
+    try:
+        os.close(os.open("/dev/fuse", os.O_RDWR))
+    except OSError:
+        return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Env:
+    def __init__(self, root: Path, fake: bool):
+        self.root = root
+        self.run = root / "run"
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), SCOUTFS_RUN_DIR=str(self.run))
+        self.env.pop("SCOUTFS_FAKE_MOUNT", None)
+        if fake:
+            self.env["SCOUTFS_FAKE_MOUNT"] = "1"
+        self.mounts: list[Path] = []
+
+    def scoutfs(self, *args, cwd=None, check=False, timeout=60, **kw):
+        p = subprocess.run([PY, "-m", "fs.cli.main", *map(str, args)], env=self.env, cwd=cwd,
+                           capture_output=True, text=True, timeout=timeout, **kw)
+        if check:
+            assert p.returncode == 0, (p.stdout, p.stderr)
+        return p
+
+    def mkfs(self, name: str, size: int = 256 << 20) -> tuple[Path, Path]:
+        meta, data = self.root / f"{name}.meta", self.root / f"{name}.data"
+        for p in (meta, data):
+            with open(p, "wb") as f:
+                f.truncate(size)
+        self.scoutfs("mkfs", "-A", "-f", "-Q", f"0,127.0.0.1,{_free_port()}", meta, data,
+                     check=True)
+        return meta, data
+
+    def mount(self, meta, data, mnt: Path, extra: str = "", **kw):
+        mnt.mkdir(exist_ok=True)
+        self.mounts.append(mnt)
+        opts = f"metadev_path={meta},quorum_slot_nr=0" + (f",{extra}" if extra else "")
+        return self.scoutfs("mount", "-o", opts, data, mnt, **kw)
+
+    def daemon_pids(self) -> list[int]:
+        """Processes whose command line mentions this test's directory (our daemons)."""
+        out = []
+        for d in os.listdir("/proc"):
+            if not d.isdigit() or int(d) == os.getpid():
+                continue
+            try:
+                cmd = Path(f"/proc/{d}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if str(self.root).encode() in cmd and b"fs.cli.main" in cmd:
+                out.append(int(d))
+        return out
+
+    def cleanup(self) -> None:
+        for mnt in reversed(self.mounts):
+            if is_mounted(mnt):
+                subprocess.run(["umount", str(mnt)], capture_output=True, timeout=30)
+            if is_mounted(mnt):
+                subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while self.daemon_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        for pid in self.daemon_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def mountinfo_line(mnt: Path) -> list[str] | None:
+    found = None
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        parts = line.split()
+        if parts[4] == str(mnt):
+            found = parts
+    return found
+
+
+def is_mounted(mnt: Path) -> bool:
+    return mountinfo_line(mnt) is not None
+
+
+def wait_gone(pid: int, timeout: float = 15) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not os.path.exists(f"/proc/{pid}"):
+            return True
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                return True
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+FAKE = os.environ.get("SCOUTFS_TEST_FAKE_MOUNT") == "1"
+
+
+@pytest.fixture
+def root_dir():
+    """A world-traversable work dir (pytest's tmp_path is 0700: other users could not reach
+    the mount point, which would make every permission check pass for the wrong reason)."""
+    d = Path(tempfile.mkdtemp(prefix="scoutfs-mt-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    yield d
+    if not any(is_mounted(p) for p in d.iterdir()):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def env(root_dir):
+    e = Env(root_dir, FAKE)
+    try:
+        yield e
+    finally:
+        e.cleanup()
+
+
+@pytest.fixture
+def mounted(env):
+    meta, data = env.mkfs("vol")
+    mnt = env.root / "mnt"
+    p = env.mount(meta, data, mnt)
+    assert p.returncode == 0, p.stderr
+    assert is_mounted(mnt)
+    return env, mnt, meta, data
+
+
+def daemon_pid(env: Env, mnt: Path) -> int:
+    majmin = mountinfo_line(mnt)[2]
+    return int((env.run / "pid" / f"{majmin}.pid").read_text())
