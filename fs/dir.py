@@ -47,11 +47,18 @@ async def lookup_dirent(mctx, dir_ino: int, name: bytes, lock) -> fmt.Dirent | N
     h = fmt.hash64(name)
     start = fmt.dirent_key(dir_ino, h, 0)
     end = fmt.dirent_key(dir_ino, h, fmt.U64_MAX)
-    async for _key, val in mctx.items.items(start, end, lock):
+    # a loop of next() rather than an async generator: this is the hottest lookup, and
+    # abandoned async generators cost a finalizer round trip each
+    key = start
+    while True:
+        found = await mctx.items.next(key, end, lock)
+        if found is None:
+            return None
+        key, val = found
         d = fmt.unpack_dirent(val)
         if d.name == name:
             return d
-    return None
+        key = fmt.dirent_key(dir_ino, h, key[4] + 1)
 
 
 def add_entry(mctx, dir_inode: fmt.Inode, name: bytes, ino: int, dtype: int, dir_lock,

@@ -102,10 +102,15 @@ class Trans:
                 await self.commit()
                 continue
             if data_blocks and self.data_alloc.avail.total < data_blocks:
+                # the server lends a share of its free space per transaction: commit and
+                # refill until the lent space covers the request, and fail only when a
+                # refill brought nothing more
+                before = self.data_alloc.avail.total
                 if self._refill_tried_seq == self.seq:
                     raise FsError(errno.ENOSPC)
                 await self.commit(force=True)
-                self._refill_tried_seq = self.seq
+                if self.data_alloc.avail.total <= before:
+                    self._refill_tried_seq = self.seq
                 continue
             break
         self._holders += 1

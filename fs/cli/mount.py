@@ -97,7 +97,12 @@ def mount_helper_main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"mount.scoutfs: {e.message}\n")
             return 1
         return 0
-    return _mount(args[0], args[1], texts, "mount.scoutfs")
+    # mount(8) reports its helper's status: 32 is "mount failure" (what a kernel mount
+    # refusing bad options or devices gives), 1 is kept for bad invocations above
+    return MOUNT_FAILURE if _mount(args[0], args[1], texts, "mount.scoutfs") else 0
+
+
+MOUNT_FAILURE = 32
 
 
 def _helper_entry() -> None:
