@@ -162,21 +162,12 @@ class LockClient:
 
     # ------------------------------------------------------------- the locks fs/ uses
 
-    @asynccontextmanager
-    async def inodes(self, inos: Iterable[int], mode: int) -> AsyncIterator[dict[int, Lock]]:
-        """Lock the groups of `inos` in ascending order; map each ino to its group's lock."""
-        inos = list(inos)
-        groups = sorted({fmt.lock_group_first(i) for i in inos})
-        held: list[Lock] = []
-        try:
-            for g in groups:
-                start, end = fmt.inode_group_range(g)
-                held.append(await self.acquire(start, end, mode))
-            by_group = {fmt.lock_group_first(lk.start[1]): lk for lk in held}
-            yield {i: by_group[fmt.lock_group_first(i)] for i in inos}
-        finally:
-            for lk in held:
-                self.release(lk, mode)
+    def inodes(self, inos: Iterable[int], mode: int) -> _InodeLocks:
+        """Lock the groups of `inos` in ascending order; map each ino to its group's lock.
+
+        An async context manager (a small class rather than a generator: every request
+        takes one, so its overhead counts)."""
+        return _InodeLocks(self, inos, mode)
 
     @asynccontextmanager
     async def rename(self) -> AsyncIterator[Lock]:
@@ -195,3 +186,41 @@ class LockClient:
             yield lock
         finally:
             self.release(lock, mode)
+
+
+class _InodeLocks:
+    """`async with locks.inodes(inos, mode) as by_ino:` (see LockClient.inodes)."""
+
+    __slots__ = ("client", "inos", "mode", "held")
+
+    def __init__(self, client: LockClient, inos: Iterable[int], mode: int) -> None:
+        self.client = client
+        self.inos = list(inos)
+        self.mode = mode
+        self.held: list[Lock] = []
+
+    async def __aenter__(self) -> dict[int, Lock]:
+        inos = self.inos
+        if len(inos) == 1:
+            start, end = fmt.inode_group_range(inos[0])
+            lock = await self.client.acquire(start, end, self.mode)
+            self.held.append(lock)
+            return {inos[0]: lock}
+        groups = sorted({fmt.lock_group_first(i) for i in inos})
+        try:
+            for g in groups:
+                start, end = fmt.inode_group_range(g)
+                self.held.append(await self.client.acquire(start, end, self.mode))
+        except BaseException:
+            self._release()
+            raise
+        by_group = {fmt.lock_group_first(lk.start[1]): lk for lk in self.held}
+        return {i: by_group[fmt.lock_group_first(i)] for i in inos}
+
+    def _release(self) -> None:
+        for lk in self.held:
+            self.client.release(lk, self.mode)
+        self.held = []
+
+    async def __aexit__(self, *exc) -> None:
+        self._release()
