@@ -63,6 +63,30 @@ def fake_mode(opts: dict | None = None) -> bool:
 READ_AHEAD_KB = 1024
 
 
+UTAB_DIR = "/run/mount"
+
+
+def _register_utab(data_path: str, mountpoint: str) -> None:
+    """Record the mount in libmount's utab so that umount(8) runs our umount helper.
+
+    umount(8) only runs /sbin/umount.fuse.scoutfs for mounts it finds in utab; the helper
+    waits for the daemon to commit and exit, which makes unmounting synchronous as it is in
+    scoutfs (a remount or fsck right after umount must find the volume idle).  umount(8)
+    removes the entry again when it unmounts.
+    """
+    import fcntl
+
+    line = f"SRC={os.path.abspath(data_path)} TARGET={os.path.abspath(mountpoint)} ROOT=/\n"
+    try:
+        os.makedirs(UTAB_DIR, exist_ok=True)
+        with open(os.path.join(UTAB_DIR, "utab.lock"), "a") as lockf:
+            fcntl.flock(lockf, fcntl.LOCK_EX)
+            with open(os.path.join(UTAB_DIR, "utab"), "a") as f:
+                f.write(line)
+    except OSError as e:
+        sys.stderr.write(f"scoutfs: warning: could not record the mount in utab: {e}\n")
+
+
 def _raise_read_ahead(mountpoint: str) -> None:
     """Set the new mount's backing-dev read-ahead, from the mount command (never the daemon).
 
@@ -204,6 +228,7 @@ def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
     os.close(alive_w)
     if line.startswith("ready"):
         _raise_read_ahead(mountpoint)
+        _register_utab(data_path, mountpoint)
         return 0
     if line.startswith("error "):
         sys.stderr.write(f"scoutfs: {line[6:]}\n")
