@@ -17,6 +17,12 @@ is atomic, so a change re-reads everything it depends on *inside* its transactio
 after every lock is granted, and then writes its items with synchronous calls.  Nothing
 is written before the last check that can fail.
 
+POSIX ACLs (`fs.acl`): a chmod rewrites the access ACL's owner, mask (or group) and other
+entries; a new inode inherits its parent's default ACL (directories as their default ACL
+too) with the requested mode limited by it and no umask, and without a default ACL gets the
+mode less ``ctx.umask`` (the kernel leaves the umask to us, see `fs.vfs`).  Symlinks get
+neither.  Setting and removing ACLs is `fs.xattr`'s.
+
 Deletion: when an operation takes an inode's link count to zero it writes its orphan item
 in the same transaction and remembers the inode; `forget` (the kernel's last reference is
 gone) queues such an inode for the `run` worker, which deletes it under its inode group
@@ -36,6 +42,7 @@ from typing import Any
 
 import trio
 
+from fs import acl
 from fs import dir as fsdir
 from fs import format as fmt
 from fs import inode as fsinode
@@ -128,6 +135,13 @@ class Filesystem:
             self.xattr = xattr
         return self.xattr
 
+    def _acls(self):
+        """The xattr item helpers ACLs are kept with (always the real module: the ACLs of
+        new inodes and chmod are namespace semantics, whatever `self.xattr` is)."""
+        from fs import xattr
+
+        return xattr
+
     def _note_nlink(self, inode: fmt.Inode) -> None:
         if inode.nlink == 0:
             self._unlinked.add(inode.ino)
@@ -198,9 +212,19 @@ class Filesystem:
             if (atime is not None or mtime is not None) and \
                     inode.flags & fmt.INODE_FLAG_RETENTION:
                 raise FsError(errno.EPERM, "file is under retention")
+            access = acl_value = None
+            if mode is not None:
+                mode = (inode.mode & fmt.S_IFMT) | (mode & 0o7777)
+                access = await self._acls().find(mctx, ino, acl.ACCESS, locks[ino])
+                entries = None if access is None else acl.parse(access.value)
+                if entries:  # posix_acl_chmod
+                    acl_value = acl.format_acl(acl.chmod(entries, mode))
+            # ---- no awaits and no failures from here on
             now = mctx.now()
             if mode is not None:
-                inode.mode = (inode.mode & fmt.S_IFMT) | (mode & 0o7777)
+                inode.mode = mode
+                if access is not None:
+                    self._acls().put(mctx, inode, acl.ACCESS, acl_value, access, locks[ino])
             if uid is not None:
                 inode.uid = uid
             if gid is not None:
@@ -264,9 +288,19 @@ class Filesystem:
                 # inode_init_owner: no setgid on a file of a group the creator is not in
                 # (we only know the caller's primary group)
                 mode &= ~stat.S_ISGID
+            # posix_acl_create: inherit the default ACL, else apply the umask
+            pdefault = None
+            if target is None:
+                pdefault = await self._acls().find(mctx, parent, acl.DEFAULT, locks[parent])
+            mode, access_acl, default_acl = acl.create(
+                None if pdefault is None else pdefault.value, mode, ctx.umask)
+            # ---- no awaits and no failures from here on
             rdev = rdev if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else 0
             inode = fsinode.new_inode(mctx, ino, mode, ctx.uid, gid, now, rdev=rdev,
                                       proj=pdir.proj)
+            for aname, avalue in ((acl.ACCESS, access_acl), (acl.DEFAULT, default_acl)):
+                if avalue is not None:
+                    self._acls().put(mctx, inode, aname, avalue, None, locks[ino])
             if target is not None:
                 inode.size = len(target)
                 fsdir.write_symlink(mctx, ino, target, locks[ino])

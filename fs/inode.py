@@ -44,7 +44,7 @@ class Ctx:
     uid: int
     gid: int
     pid: int
-    umask: int = 0o022  # informational: the kernel applies it before FUSE create/mkdir
+    umask: int = 0o022  # applied to new inodes unless the parent has a default ACL
 
 
 @dataclass

@@ -433,6 +433,100 @@ def fuse_options(data_path: str, opts: dict[str, Any]) -> set[str]:
 
 def init(ops: ScoutfsOperations, mountpoint: str, options: set[str]) -> None:
     pyfuse3.init(ops, mountpoint, options)
+    if ops.enable_acl:
+        _request_dont_mask()
+
+
+# ---------------------------------------------------------------------- FUSE_DONT_MASK
+# With FUSE_POSIX_ACL the filesystem must see the mode a create asked for, unmasked: a new
+# inode in a directory with a default ACL takes its permissions from the ACL and that mode,
+# and the umask does not apply (the filesystem applies ctx.umask itself otherwise; see
+# fs.acl.create).  The kernel only leaves the mode unmasked when the INIT reply carries
+# FUSE_DONT_MASK, and pyfuse3 3.5 never asks for it (its init handler gets no fuse_conn_info
+# to change).  So before the session loop reads INIT, we wrap the init callback in the
+# libfuse session's copy of pyfuse3's operations table with one that adds
+# FUSE_CAP_DONT_MASK to conn->want.  Every address is found and checked (the table must be
+# an exact copy of pyfuse3's, its init entry pyfuse3's handler); if anything does not
+# match, nothing is changed and the kernel keeps masking, which only loses the exact
+# default-ACL inheritance (the umask applied twice is the same as once).
+
+FUSE_CAP_DONT_MASK = 1 << 6
+_CONN_CAPABLE, _CONN_WANT = 20, 24  # offsets in struct fuse_conn_info (fuse_common.h)
+_init_hook: Any = None  # the ctypes callback, kept alive for the session
+
+
+def _elf_symbols(path: str, names: set[bytes]) -> dict[bytes, tuple[int, int]]:
+    """name -> (st_value, st_size) of the wanted .symtab symbols of an ELF64 LE file."""
+    import struct
+
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
+        return {}
+    (shoff,) = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
+    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
+            for i in range(shnum)]
+    out = {}
+    for sec in secs:
+        if sec[1] != 2:  # SHT_SYMTAB
+            continue
+        stroff = secs[sec[6]][4]
+        for off in range(sec[4], sec[4] + sec[5], 24):
+            st_name, _, _, _, value, size = struct.unpack_from("<IBBHQQ", data, off)
+            start = stroff + st_name
+            name = data[start:data.index(b"\0", start)]
+            if name in names:
+                out[name] = (value, size)
+    return out
+
+
+def _request_dont_mask() -> bool:
+    """Make the coming INIT reply ask for FUSE_DONT_MASK (see above); False if it can't."""
+    global _init_hook
+    import ctypes
+
+    sym_init, sym_ops, sym_session, sym_entry = (
+        b"__pyx_f_7pyfuse3_fuse_init", b"__pyx_v_7pyfuse3_fuse_ops",
+        b"__pyx_v_7pyfuse3_session", b"PyInit_pyfuse3")
+    try:
+        path = pyfuse3.__file__
+        syms = _elf_symbols(path, {sym_init, sym_ops, sym_session, sym_entry})
+        if len(syms) != 4:
+            raise LookupError("pyfuse3 symbols not found")
+        lib = ctypes.CDLL(path)
+        base = ctypes.cast(lib.PyInit_pyfuse3, ctypes.c_void_p).value - syms[sym_entry][0]
+        ops_addr, ops_size = base + syms[sym_ops][0], syms[sym_ops][1]
+        init_addr = base + syms[sym_init][0]
+        session = ctypes.c_void_p.from_address(base + syms[sym_session][0]).value
+        ops = ctypes.string_at(ops_addr, ops_size)
+        if not session or ops_size < 8 or \
+                ctypes.c_void_p.from_address(ops_addr).value != init_addr:
+            raise LookupError("pyfuse3's operations table is not as expected")
+        # struct fuse_session: a few fields, then its copy of the operations table
+        slot = next((session + off for off in range(0, 129, 8)
+                     if ctypes.string_at(session + off, ops_size) == ops), None)
+        if slot is None:
+            raise LookupError("the session's operations table was not found")
+        orig = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(init_addr)
+
+        def init_hook(userdata, conn):
+            orig(userdata, conn)
+            capable = ctypes.c_uint.from_address(conn + _CONN_CAPABLE).value
+            want = ctypes.c_uint.from_address(conn + _CONN_WANT)
+            if capable & FUSE_CAP_DONT_MASK:
+                want.value |= FUSE_CAP_DONT_MASK
+            else:
+                log.warning("the kernel offers no FUSE_DONT_MASK: creates are umasked "
+                            "even under default ACLs")
+
+        _init_hook = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(init_hook)
+        ctypes.c_void_p.from_address(slot).value = ctypes.cast(_init_hook, ctypes.c_void_p).value
+        return True
+    except (OSError, LookupError, ValueError, AttributeError, TypeError) as e:
+        log.warning("cannot request FUSE_DONT_MASK (%s): creates are umasked by the kernel "
+                    "even under default ACLs", e)
+        return False
 
 
 async def main() -> None:

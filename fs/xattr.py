@@ -15,6 +15,14 @@ syntax is checked here; the tags' indexes (totl, indx, srch) are maintained else
 
 Every set and remove changes ctime and, through `store_inode`, meta_seq.  Changes run under
 the inode's exclusive `fs.data.inode_rwsem` (the VFS takes i_rwsem for setxattr).
+
+POSIX ACLs (``system.posix_acl_*``, see `fs.acl`) are parsed and validated (EINVAL), and
+only the owner or root may change them (EPERM).  Setting the access ACL sets the mode's
+permission bits from it (and clears S_ISGID when the caller is neither in the owning group
+nor root) and stores no xattr when the ACL is equivalent to the mode; removing it leaves the
+mode alone.  A default ACL exists only on directories (EACCES elsewhere).  An empty ACL
+value removes the ACL, and removing an ACL that is not there succeeds, as with the kernel's
+own ACL code.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from __future__ import annotations
 import errno
 from dataclasses import dataclass
 
+from fs import acl
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs.data import inode_rwsem
@@ -267,6 +276,21 @@ def delete_parts(mctx, ino: int, name: bytes, xid: int, nparts: int, lock) -> No
         mctx.items.delete(fmt.xattr_key(ino, h, xid, i), lock)
 
 
+def put(mctx, inode: fmt.Inode, name: bytes, value: bytes | None, found: Found | None,
+        lock) -> None:
+    """Write (value bytes) or delete (None) the xattr `find` returned as `found`, taking a
+    new id from the in-memory inode for a new one (the caller stores the inode)."""
+    if value is None:
+        if found is not None:
+            delete_parts(mctx, inode.ino, name, found.xid, found.nparts, lock)
+    elif found is None:
+        xid = inode.next_xattr_id
+        inode.next_xattr_id += 1
+        write_parts(mctx, inode.ino, name, value, xid, 0, lock)
+    else:
+        write_parts(mctx, inode.ino, name, value, found.xid, found.nparts, lock)
+
+
 # --------------------------------------------------------------------------- operations
 
 
@@ -329,6 +353,8 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
     """Set (value bytes) or remove (value None) an xattr."""
     tags = check_name(name)
     _check_tagged(mctx, name, tags, value, ctx)
+    is_acl = name in acl.NAMES
+    entries = acl.parse_valid(value) if is_acl and value is not None else None
     async with inode_rwsem(mctx, ino, exclusive=True), \
             mctx.locks.inodes([ino], LOCK_WRITE) as locks:
         lock = locks[ino]
@@ -336,6 +362,10 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
             inode = await inode_mod.load_inode(mctx, ino, lock)
             if inode.flags & fmt.INODE_FLAG_RETENTION and not tags.hide:
                 raise FsError(errno.EPERM, "file is under retention")
+            if is_acl:
+                await _change_acl(mctx, inode, name, entries, value is not None, flags, ctx,
+                                  lock, ilock)
+                return
             found = await find(mctx, ino, name, lock)
             # atomic from here
             if value is None:
@@ -355,6 +385,40 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
                     write_parts(mctx, ino, name, value, found.xid, found.nparts, lock)
             inode_mod.touch(inode, mtime=False, ctime=True, now=mctx.now())
             inode_mod.store_inode(mctx, inode, lock, ilock)
+
+
+async def _change_acl(mctx, inode: fmt.Inode, name: bytes, entries: list | None, is_set: bool,
+                      flags: int, ctx, lock, ilock) -> None:
+    """Set (entries; None: an empty ACL, a removal) or remove a POSIX ACL, keeping the mode
+    in step (posix_acl_update_mode), inside the caller's locks and hold."""
+    if name == acl.DEFAULT and not inode_mod.is_dir(inode):
+        if entries is None:
+            return  # the kernel's set_posix_acl: nothing to remove, success
+        raise FsError(errno.EACCES, "default ACL on a non-directory")
+    if not is_admin(ctx) and ctx.uid != inode.uid:
+        raise FsError(errno.EPERM, "only the owner may change an ACL")
+    found = await find(mctx, inode.ino, name, lock)
+    if is_set and entries is not None:
+        if found is not None and flags & XATTR_CREATE:
+            raise FsError(errno.EEXIST)
+        if found is None and flags & XATTR_REPLACE:
+            raise FsError(errno.ENODATA)
+    # atomic from here
+    if entries is None:
+        if found is None:
+            return  # removing an ACL that is not there changes nothing
+        value = None
+    elif name == acl.ACCESS:
+        not_equiv, mode = acl.equiv_mode(entries, inode.mode)
+        if not is_admin(ctx) and not acl.caller_in_group(ctx, inode.gid):
+            mode &= ~0o2000  # S_ISGID
+        inode.mode = mode
+        value = acl.format_acl(entries) if not_equiv else None
+    else:
+        value = acl.format_acl(entries)
+    put(mctx, inode, name, value, found, lock)
+    inode_mod.touch(inode, mtime=False, ctime=True, now=mctx.now())
+    inode_mod.store_inode(mctx, inode, lock, ilock)
 
 
 async def setxattr(mctx, ino: int, name: bytes, value: bytes, flags: int, ctx) -> None:

@@ -132,9 +132,12 @@ def _daemon_pid(mountpoint: str) -> int | None:
         except (OSError, ValueError):
             pass
     target = os.path.realpath(mountpoint)
+    me = os.getpid()
     for p in psutil.process_iter(["pid", "cmdline"]):
         cmd = p.info["cmdline"] or []
-        if any(c.endswith("mount.scoutfs") or c == "mount" for c in cmd[:3]) and \
+        names = [os.path.basename(c) for c in cmd[:3]]
+        daemon = "mount.scoutfs" in names or ("scoutfs" in names and "mount" in cmd[:4])
+        if p.info["pid"] != me and daemon and \
                 any(os.path.realpath(c) == target for c in cmd if c.startswith("/")):
             return p.info["pid"]
     return None
