@@ -312,41 +312,34 @@ async def getxattr(mctx, ino: int, name: bytes, ctx) -> bytes:
     return found.value
 
 
-async def listxattr(mctx, ino: int, ctx) -> list[bytes]:
-    """The visible names: not ``scoutfs.hide.*``, and ``trusted.*`` only for root."""
+async def _all_names(mctx, ino: int) -> list[tuple[bytes, bool]]:
+    """Every xattr name of ino with whether it is hidden (a ``scoutfs.hide.`` tag)."""
     async with mctx.locks.inodes([ino], LOCK_READ) as locks:
         lock = locks[ino]
         await inode_mod.load_inode(mctx, ino, lock)
         names = await _names(mctx, ino, lock)
     out = []
     for n in names:
+        hidden = False
         if n.startswith(SCOUTFS_PREFIX):
             try:
-                if parse_tags(n).hide:
-                    continue
+                hidden = parse_tags(n).hide
             except FsError:
                 pass
-        if n.startswith(b"trusted.") and not is_admin(ctx):
-            continue
-        out.append(n)
+        out.append((n, hidden))
     return out
+
+
+async def listxattr(mctx, ino: int, ctx) -> list[bytes]:
+    """The visible names: not ``scoutfs.hide.*``, and ``trusted.*`` only for root."""
+    admin = is_admin(ctx)
+    return [n for n, hidden in await _all_names(mctx, ino)
+            if not hidden and (admin or not n.startswith(b"trusted."))]
 
 
 async def list_hidden(mctx, ino: int) -> list[bytes]:
     """The ``scoutfs.hide.`` names (for LISTXATTR_HIDDEN / list-hidden-xattrs)."""
-    async with mctx.locks.inodes([ino], LOCK_READ) as locks:
-        lock = locks[ino]
-        await inode_mod.load_inode(mctx, ino, lock)
-        names = await _names(mctx, ino, lock)
-    out = []
-    for n in names:
-        if n.startswith(SCOUTFS_PREFIX):
-            try:
-                if parse_tags(n).hide:
-                    out.append(n)
-            except FsError:
-                pass
-    return out
+    return [n for n, hidden in await _all_names(mctx, ino) if hidden]
 
 
 async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, ctx) -> None:
