@@ -88,7 +88,7 @@ DATA_LEND_MIN = 2048  # (8 MiB: data_prealloc_blocks' default)
 SERVER_META_RESERVE = 16  # meta blocks never lent: the server's own commits need them
 LEND_MAX_EXTENTS = 128  # keeps a log_trees record well under MAX_VAL_SIZE
 FINALIZE_HEIGHT = 2  # a log tree taller than this is finalized at its commit
-MERGE_COMMIT_ITEMS = 16384  # commit a long merge every this many items
+MERGE_COMMIT_ITEMS = 2048  # commit a long merge every this many items
 MERGE_CHUNK = 512  # items merged between checkpoints
 
 RECOVERY_TIMEOUT_S = 30.0  # spec §2.3: a mounted rid must greet within 30 s of server start
