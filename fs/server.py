@@ -127,7 +127,8 @@ class Server:
     def __init__(self, meta_dev, data_dev, counters: Counters | None = None, *,
                  recovery_timeout: float = RECOVERY_TIMEOUT_S,
                  reconnect_timeout: float = RECONNECT_TIMEOUT_S,
-                 term: int = 0) -> None:
+                 term: int = 0, cache_blocks: int = 1024) -> None:
+        self.cache_blocks = cache_blocks  # the server's own block cache limit (64 KiB blocks)
         self.meta_dev = meta_dev
         self.data_dev = data_dev
         self.counters = counters if counters is not None else Counters()
@@ -163,7 +164,8 @@ class Server:
         if not sb.flags & fmt.SUPER_FLAG_META:
             raise FsError(errno.EINVAL, f"{self.meta_dev.path}: not the meta device super")
         self.sb = sb
-        self.blocks = MetaBlocks(self.meta_dev, sb.fsid)
+        self.blocks = MetaBlocks(self.meta_dev, sb.fsid, self.cache_blocks,
+                                 parsed_blocks=max(16, self.cache_blocks // 4))
         chains: dict[str, list[int]] = {}
 
         def load(name: str, ref: BlockRef) -> ExtentSet:

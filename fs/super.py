@@ -101,7 +101,9 @@ class Mount:
                     raise FsError(errno.EINVAL, f"quorum_slot_nr {slot} not configured by mkfs")
                 # Until elections exist (the cluster issue), a quorum member leads.
                 q = sb.quorum_slots[int(slot)]
-                self.server = Server(self.meta_dev, self.data_dev, self.counters)
+                # the server keeps its own block cache, within the same cache_blocks limit
+                self.server = Server(self.meta_dev, self.data_dev, self.counters,
+                                     cache_blocks=cache_blocks)
                 await self.nursery.start(self.server.serve_tcp, q.addr, q.port)
                 addr, port = q.addr, q.port
             else:

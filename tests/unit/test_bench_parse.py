@@ -81,10 +81,11 @@ def test_number_formats(bench):
 
 def test_rss_check_line(bench):
     cfg = bench.parse_args(["--cache-blocks", "16", "--item-cache-items", "1024",
-                            "--item-bytes", "1024"])
+                            "--item-bytes", "1024", "--parsed-node-bytes", "131072"])
     MiB = 1 << 20
-    ok, line = bench.rss_check_line(peak=10 * MiB, idle=8 * MiB, cfg=cfg)
+    ok, line = bench.rss_check_line(peak=11 * MiB, idle=8 * MiB, cfg=cfg)
     assert ok and "cache_blocks=16" in line and "item_cache_items=1024" in line
-    assert line.endswith("ok")  # 1 MiB blocks + 1 MiB items + 8 MiB fixed = 10 MiB
-    ok, line = bench.rss_check_line(peak=10 * MiB + 1, idle=8 * MiB, cfg=cfg)
+    # 2 x 1 MiB blocks + 2 x 4 x 128 KiB parsed + 1 MiB items + 8 MiB fixed = 12 MiB
+    assert line.endswith("ok")
+    ok, line = bench.rss_check_line(peak=12 * MiB + 1, idle=8 * MiB, cfg=cfg)
     assert not ok and line.endswith("OVER")
