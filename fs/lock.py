@@ -100,7 +100,10 @@ class LockClient:
         self._request = request
         self.locks: dict[fmt.Key, Lock] = {}
         self.on_invalidate: Callable[[Lock, int, int], Awaitable[None]] | None = None
-        self.grant_gen = 0  # bumped on every grant: readers refresh their stable roots
+        # called on every grant from the server: what other mounts committed before giving
+        # the lock up is only visible through fresh stable roots
+        self.on_grant: Callable[[], None] | None = None
+        self.grant_gen = 0  # bumped on every grant
 
     def _get(self, start: fmt.Key, end: fmt.Key) -> Lock:
         lock = self.locks.get(start)
@@ -133,6 +136,8 @@ class LockClient:
         if not readable_before and lock.mode in (LOCK_READ, LOCK_WRITE):
             lock.refresh_gen += 1
         self.grant_gen += 1
+        if self.on_grant is not None:
+            self.on_grant()
         lock.users[mode] += 1
         return lock
 

@@ -125,6 +125,7 @@ class Mount:
                            self.data_dev, self.forest, self.counters)
         await self.trans.start()
         self.locks.on_invalidate = self._on_invalidate
+        self.locks.on_grant = self.forest.refresh
         self.client.set_invalidate_handler(self.locks.invalidate)
         self.inos = InoAllocator(self.client, int(self.options.get("ino_alloc_per_lock",
                                                                    INO_ALLOC_BATCH)))

@@ -104,3 +104,21 @@ def test_invalidation_waits_for_users_and_calls_back():
         await locks.invalidate((fmt.ZONE_FS, 999 << 10, 0, 0, 0, 0), LOCK_NULL)
 
     trio.run(main)
+
+
+def test_grants_call_on_grant_so_readers_refresh_roots():
+    srv = FakeServer()
+    locks = LockClient(srv.request)
+    grants = []
+    locks.on_grant = lambda: grants.append(len(srv.requests))
+
+    async def main():
+        async with locks.inodes([1], LOCK_READ):
+            pass
+        async with locks.inodes([1], LOCK_READ):
+            pass  # served from the cached grant: no refresh needed
+        async with locks.inodes([1], LOCK_WRITE):
+            pass
+
+    trio.run(main)
+    assert grants == [1, 2]
