@@ -81,10 +81,29 @@ def _register_utab(data_path: str, mountpoint: str) -> None:
         os.makedirs(UTAB_DIR, exist_ok=True)
         with open(os.path.join(UTAB_DIR, "utab.lock"), "a") as lockf:
             fcntl.flock(lockf, fcntl.LOCK_EX)
-            with open(os.path.join(UTAB_DIR, "utab"), "a") as f:
-                f.write(line)
+            utab = os.path.join(UTAB_DIR, "utab")
+            # drop entries of mounts that vanished without umount(8) (a killed daemon whose
+            # connection was aborted), so the file does not grow without bound
+            with open("/proc/self/mountinfo") as mi:
+                mounted = {fields.split()[4] for fields in mi}
+            try:
+                with open(utab) as f:
+                    keep = [ln for ln in f if _utab_target(ln) in mounted]
+            except FileNotFoundError:
+                keep = []
+            tmp = utab + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(keep + [line])
+            os.replace(tmp, utab)
     except OSError as e:
         sys.stderr.write(f"scoutfs: warning: could not record the mount in utab: {e}\n")
+
+
+def _utab_target(line: str) -> str | None:
+    for field in line.split():
+        if field.startswith("TARGET="):
+            return field[len("TARGET="):]
+    return None
 
 
 def _raise_read_ahead(mountpoint: str) -> None:
