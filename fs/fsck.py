@@ -7,7 +7,8 @@ never through a daemon.  Checks, in order:
 2. every reachable meta block (fs_root, logs_root, mounted_clients, every log tree, every
    extent-list chain): checksum and header, and keys strictly ascending within each tree;
 3. metadata and data allocator accounting: every block of each device is exactly one of
-   used (reachable), free, pending reuse, or lent to a mount; none twice, none missing;
+   used (reachable), free, pending reuse, or lent to a mount; none twice, none missing; the
+   super's free counts match its free lists;
 4. the merged items (fs_root and every log tree, newest seq wins, tombstones hide):
    directory entries have their READDIR and LINK_BACKREF twins and name an existing inode;
    link counts equal the entries naming an inode (directories: 2 + subdirectories);
@@ -15,7 +16,9 @@ never through a daemon.  Checks, in order:
    next_readdir_pos; an inode without links has an orphan item; online block counts match
    the extents; seq index items match each inode's meta_seq/data_seq.
 
-`check(meta_path, data_path)` returns the list of problems found (empty when clean).
+`check(meta_path, data_path)` returns the list of problems found (empty when clean);
+`check_devices()` does the work on open devices and also returns the block counts (the
+allocator oracle of the server's unit tests).
 """
 
 from __future__ import annotations
@@ -61,12 +64,15 @@ def _tree_blocks(tree: Btree, name: str, problems: Problems) -> list[int]:
 
 
 def _check_accounting(dev_name: str, first: int, total: int,
-                      claims: list[tuple[int, int, str]], problems: Problems) -> None:
-    """Every block in [first, total) claimed exactly once by (start, len, owner) extents."""
-    claims = sorted(c for c in claims if c[1] > 0)
+                      claims: list[tuple[int, int, str, str]], problems: Problems) -> dict:
+    """Every block in [first, total) claimed exactly once by (start, len, owner, kind)
+    extents; returns the blocks per kind (used, free, pending, lent) and the total."""
+    counts = dict.fromkeys(("used", "free", "pending", "lent"), 0)
+    counts["total"] = total - first
     pos = first
     prev_end, prev_owner = first, None
-    for start, length, owner in claims:
+    for start, length, owner, kind in sorted(c for c in claims if c[1] > 0):
+        counts[kind] += length
         end = start + length
         if start < first or end > total:
             problems.add(f"{dev_name}: {owner} extent {start}+{length} outside the device "
@@ -81,6 +87,7 @@ def _check_accounting(dev_name: str, first: int, total: int,
         pos = max(pos, end)
     if pos < total:
         problems.add(f"{dev_name}: blocks {pos}..{total - 1} leaked (neither used nor free)")
+    return counts
 
 
 def _merge(sources: list[list[tuple[fmt.Key, fmt.Item]]]) -> Iterator[tuple[fmt.Key, bytes]]:
@@ -97,38 +104,50 @@ def _merge(sources: list[list[tuple[fmt.Key, fmt.Item]]]) -> Iterator[tuple[fmt.
 
 
 def check(meta_path: str, data_path: str) -> list[str]:
-    problems = Problems()
+    """Check an unmounted volume; the problems found (empty when clean)."""
     try:
         meta_dev = Device(meta_path, readonly=True)
         data_dev = Device(data_path, readonly=True)
     except OSError as e:
         return [f"cannot open devices: {e}"]
     try:
-        return _check(meta_dev, data_dev, problems)
+        return check_devices(meta_dev, data_dev)["problems"]
     finally:
         meta_dev.close()
         data_dev.close()
 
 
-def _check(meta_dev: Device, data_dev: Device, problems: Problems) -> list[str]:
+def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
+    """Check open devices (a Device or an in-memory MemDevice).
+
+    Returns {"problems": [...], "meta": counts, "data": counts} where counts are the blocks
+    used, free, pending, lent and the total of each device.  Without a data device the data
+    super is not checked; `namespace=False` skips the item checks (step 4), for tests that
+    put arbitrary items in the trees.
+    """
+    problems = Problems()
+    result: dict = {"problems": problems, "meta": {}, "data": {}}
     try:
         sb = read_super(meta_dev)
     except FsError as e:
-        return [f"meta device super: {e.msg or e}"]
-    try:
-        dsb = read_super(data_dev)
-    except FsError as e:
-        return [f"data device super: {e.msg or e}"]
+        problems.add(f"meta device super: {e.msg or e}")
+        return result
     if not sb.flags & fmt.SUPER_FLAG_META:
         problems.add("meta device super is not flagged META")
-    if dsb.flags & fmt.SUPER_FLAG_META:
-        problems.add("data device super is flagged META")
-    if sb.fsid != dsb.fsid:
-        problems.add(f"fsid differs: meta {sb.fsid:016x} data {dsb.fsid:016x}")
+    if data_dev is not None:
+        try:
+            dsb = read_super(data_dev)
+        except FsError as e:
+            problems.add(f"data device super: {e.msg or e}")
+            return result
+        if dsb.flags & fmt.SUPER_FLAG_META:
+            problems.add("data device super is flagged META")
+        if sb.fsid != dsb.fsid:
+            problems.add(f"fsid differs: meta {sb.fsid:016x} data {dsb.fsid:016x}")
 
     blocks = MetaBlocks(meta_dev, sb.fsid, cache_blocks=64)
-    meta_claims: list[tuple[int, int, str]] = []
-    data_claims: list[tuple[int, int, str]] = []
+    meta_claims: list[tuple[int, int, str, str]] = []
+    data_claims: list[tuple[int, int, str, str]] = []
 
     # server trees
     logs = Btree(blocks, sb.logs_root)
@@ -144,7 +163,7 @@ def _check(meta_dev: Device, data_dev: Device, problems: Problems) -> list[str]:
     for name, root in (("fs_root", sb.fs_root), ("logs_root", sb.logs_root),
                        ("mounted_clients", sb.mounted_clients), ("srch_root", sb.srch_root)):
         for b in _tree_blocks(Btree(blocks, root), name, problems):
-            meta_claims.append((b, 1, f"used by {name}"))
+            meta_claims.append((b, 1, f"used by {name}", "used"))
 
     # the item trees
     sources = [_tree_items(Btree(blocks, sb.fs_root), "fs_root", problems)]
@@ -153,14 +172,14 @@ def _check(meta_dev: Device, data_dev: Device, problems: Problems) -> list[str]:
         tree = Btree(blocks, lt.item_root)
         sources.append(_tree_items(tree, name, problems))
         for b in _tree_blocks(tree, name, problems):
-            meta_claims.append((b, 1, f"used by {name}"))
-        for s, n in lt.meta_avail:
-            meta_claims.append((s, n, f"lent to rid {lt.rid:016x}"))
-        for s, n in lt.data_avail:
-            data_claims.append((s, n, f"lent to rid {lt.rid:016x}"))
+            meta_claims.append((b, 1, f"used by {name}", "used"))
+        for st, n in lt.meta_avail:
+            meta_claims.append((st, n, f"lent to rid {lt.rid:016x}", "lent"))
+        for st, n in lt.data_avail:
+            data_claims.append((st, n, f"lent to rid {lt.rid:016x}", "lent"))
 
     # free and pending extent lists
-    for name, ref, claims, what in (("meta_free", sb.meta_free, meta_claims, "free"),
+    for name, ref, claims, kind in (("meta_free", sb.meta_free, meta_claims, "free"),
                                     ("meta_pending", sb.meta_pending, meta_claims, "pending"),
                                     ("data_free", sb.data_free, data_claims, "free"),
                                     ("data_pending", sb.data_pending, data_claims, "pending")):
@@ -172,21 +191,39 @@ def _check(meta_dev: Device, data_dev: Device, problems: Problems) -> list[str]:
             problems.add(f"{name}: unreadable extent list: {e}")
             continue
         for b in chain:
-            meta_claims.append((b, 1, f"{name} list block"))
-        for s, n in extents:
-            claims.append((s, n, f"{what} ({name})"))
+            meta_claims.append((b, 1, f"{name} list block", "used"))
+        for st, n in extents:
+            claims.append((st, n, f"{kind} ({name})", kind))
 
     items = dict(_merge(sources))
-    _check_items(items, data_claims, problems)
+    _data_claims(items, data_claims)
+    if namespace:
+        _check_items(items, problems)
 
-    _check_accounting("meta device", fmt.META_DEV_START_BLKNO, sb.total_meta_blocks,
-                      meta_claims, problems)
-    _check_accounting("data device", fmt.DATA_DEV_START_BLKNO, sb.total_data_blocks,
-                      data_claims, problems)
-    return list(problems)
+    result["meta"] = _check_accounting("meta device", fmt.META_DEV_START_BLKNO,
+                                       sb.total_meta_blocks, meta_claims, problems)
+    result["data"] = _check_accounting("data device", fmt.DATA_DEV_START_BLKNO,
+                                       sb.total_data_blocks, data_claims, problems)
+    for dev, recorded in (("meta", sb.free_meta_blocks), ("data", sb.free_data_blocks)):
+        if recorded != result[dev]["free"]:
+            problems.add(f"super free_{dev}_blocks {recorded} but the free list holds "
+                         f"{result[dev]['free']}")
+    return result
 
 
-def _check_items(items: dict[fmt.Key, bytes], data_claims: list, problems: Problems) -> None:
+def _data_claims(items: dict[fmt.Key, bytes], data_claims: list) -> None:
+    """The data blocks mapped by the merged extent items are used."""
+    for key, val in items.items():
+        if key[0] == fmt.ZONE_FS and key[2] == fmt.FS_DATA_EXTENT:
+            try:
+                blkno, _flags = fmt.unpack_extent_val(val)
+            except Exception:  # noqa: BLE001 - reported by the item checks
+                continue
+            if blkno:
+                data_claims.append((blkno, key[4], f"data of inode {key[1]}", "used"))
+
+
+def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
     inodes: dict[int, fmt.Inode] = {}
     dirents: dict[tuple[int, int], fmt.Dirent] = {}  # (dir, pos) -> dirent from DIRENT items
     readdirs: dict[tuple[int, int], fmt.Dirent] = {}
@@ -219,8 +256,6 @@ def _check_items(items: dict[fmt.Key, bytes], data_claims: list, problems: Probl
                 length = third
                 start_iblock = second - length + 1
                 extents_by_ino[first].append((start_iblock, length))
-                if blkno:
-                    data_claims.append((blkno, length, f"data of inode {first}"))
                 if blkno and not flags & fmt.EXTENT_FLAG_UNWRITTEN:
                     online[first] += length
                 if flags & fmt.EXTENT_FLAG_OFFLINE:

@@ -18,7 +18,6 @@ from typing import Any
 
 import trio
 
-from fs import format as fmt
 from fs.block import Device, MetaBlocks, read_super
 from fs.context import MountContext
 from fs.counters import Counters
@@ -185,5 +184,3 @@ class Mount:
                 except OSError:
                     pass
 
-
-__all__ = ["Mount", "fmt"]

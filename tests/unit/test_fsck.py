@@ -54,13 +54,16 @@ def test_missing_super(tmp_path):
 
 def test_accounting_finds_double_use_and_leaks():
     problems = fsck.Problems()
-    fsck._check_accounting("dev", 10, 30, [(10, 5, "free"), (14, 2, "used by x"),
-                                           (20, 10, "free")], problems)
+    counts = fsck._check_accounting("dev", 10, 30, [(10, 5, "free", "free"),
+                                                    (14, 2, "used by x", "used"),
+                                                    (20, 10, "free", "free")], problems)
+    assert counts == {"used": 2, "free": 15, "pending": 0, "lent": 0, "total": 20}
     text = "\n".join(problems)
     assert "14..14 are both free and used by x" in text
     assert "16..19 leaked" in text
     clean = fsck.Problems()
-    fsck._check_accounting("dev", 10, 30, [(10, 10, "free"), (20, 10, "lent")], clean)
+    fsck._check_accounting("dev", 10, 30, [(10, 10, "free", "free"),
+                                           (20, 10, "lent", "lent")], clean)
     assert clean == []
 
 
@@ -90,7 +93,7 @@ def good_tree():
 
 def test_namespace_checks_clean_and_damaged():
     p = fsck.Problems()
-    fsck._check_items(good_tree(), [], p)
+    fsck._check_items(good_tree(), p)
     assert p == []
 
     items = good_tree()
@@ -98,7 +101,7 @@ def test_namespace_checks_clean_and_damaged():
     items[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(ino=1025, mode=0o100644, nlink=2,
                                                           meta_seq=5))
     p = fsck.Problems()
-    fsck._check_items(items, [], p)
+    fsck._check_items(items, p)
     text = "\n".join(p)
     assert "missing or different LINK_BACKREF" in text
     assert "inode 1025: nlink 2 but 1 expected" in text
@@ -107,7 +110,7 @@ def test_namespace_checks_clean_and_damaged():
     items[fmt.inode_key(1)] = fmt.pack_inode(fmt.Inode(ino=1, mode=0o40755, nlink=3, size=7,
                                                        next_readdir_pos=3, meta_seq=5))
     p = fsck.Problems()
-    fsck._check_items(items, [], p)
+    fsck._check_items(items, p)
     text = "\n".join(p)
     assert "dir 1: size 7 but its names total 2" in text
     assert "position not below next_readdir_pos 3" in text
@@ -121,11 +124,11 @@ def test_namespace_checks_clean_and_damaged():
     for k in _entry_keys:
         del items[k]
     p = fsck.Problems()
-    fsck._check_items(items, [], p)
+    fsck._check_items(items, p)
     assert any("no links and no orphan item" in x for x in p), p
     items[fmt.orphan_key(1025)] = b""
     p = fsck.Problems()
-    fsck._check_items(items, [], p)
+    fsck._check_items(items, p)
     assert not any("orphan" in x for x in p), p
 
 

@@ -48,6 +48,7 @@ def test_commit_waits_for_holders_and_persists(volume):
             seq = m.trans.seq
             order = []
             release = trio.Event()
+            committed = trio.Event()
 
             async def holder():
                 async with m.trans.hold():
@@ -58,6 +59,7 @@ def test_commit_waits_for_holders_and_persists(volume):
             async def committer():
                 await m.trans.commit(force=True)
                 order.append("committed")
+                committed.set()
 
             n.start_soon(holder)
             await trio.testing.wait_all_tasks_blocked()
@@ -65,8 +67,7 @@ def test_commit_waits_for_holders_and_persists(volume):
             await trio.testing.wait_all_tasks_blocked()
             assert order == ["held"]  # the commit waits for the holder
             release.set()
-            while "committed" not in order:
-                await trio.sleep(0.01)
+            await committed.wait()
             assert order == ["held", "released", "committed"]
             assert m.trans.seq > seq
             await m.close()
