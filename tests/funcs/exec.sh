@@ -105,3 +105,22 @@ t_silent_kill()
 	wait "$@"
 	exec 2>&"$err" {err}>&-
 }
+
+#
+# Ours: print "NAME increased", "NAME same" or "NAME decreased" comparing two
+# integers, so goldens can show how a value moved without the value itself.
+#
+t_compare()
+{
+	local name="$1"
+	local before="$2"
+	local after="$3"
+
+	if [ "$after" -gt "$before" ]; then
+		echo "$name increased"
+	elif [ "$after" -eq "$before" ]; then
+		echo "$name same"
+	else
+		echo "$name decreased"
+	fi
+}

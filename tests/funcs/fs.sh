@@ -780,3 +780,23 @@ t_wait_until_timeout()
 		sleep 1
 	done
 }
+
+#
+# Ours: print whether anything is still mounted at mount nr's mount point and
+# how many daemons still serve it, once any daemon had up to 30 s to exit
+# (negative mount tests check that a refused mount leaves nothing behind).
+#
+t_mount_gone()
+{
+	local mnt
+	local n
+	local i
+
+	eval mnt="\$T_M$1"
+	for i in $(seq 1 300); do
+		n=$(pgrep -f "mount.scoutfs .* $mnt( |$)" | wc -l)
+		[ "$n" -eq 0 ] && break
+		sleep .1
+	done
+	echo "mounted: $(findmnt -n "$mnt" | wc -l) daemons: $n"
+}

@@ -15,35 +15,20 @@ filter()
 		-e "s@$T_TMPDIR@TMPDIR@g"
 }
 
-# nothing may be mounted at $T_M0, and no daemon may serve it once the
-# daemons of earlier mounts had time to exit (up to 30 s)
-check_nothing()
-{
-	local n
-	local i
-
-	for i in $(seq 1 300); do
-		n=$(pgrep -f "mount.scoutfs .* $T_M0( |$)" | wc -l)
-		[ "$n" -eq 0 ] && break
-		sleep .1
-	done
-	echo "mounted: $(findmnt -n "$T_M0" | wc -l) daemons: $n"
-}
-
 # try_mount META DATA
 try_mount()
 {
 	echo "-- meta $1 data $2" | filter
 	mount -t scoutfs -o "metadev_path=$1,quorum_slot_nr=0" "$2" "$T_M0" 2>&1 | filter
 	echo "rc: ${PIPESTATUS[0]}"
-	check_nothing
+	t_mount_gone 0
 }
 
 truncate -s 1G "$EMPTY"
 
 echo "== unmount mount 0"
 t_umount 0
-check_nothing
+t_mount_gone 0
 
 echo "== swapped devices"
 try_mount "$T_DB0" "$T_MB0"

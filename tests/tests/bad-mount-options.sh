@@ -13,28 +13,13 @@ filter()
 	t_filter_fs | sed -e "s@$T_MB0@META@g" -e "s@$T_DB0@DATA@g"
 }
 
-# nothing may be mounted at $T_M0, and no daemon may serve it once the
-# daemons of earlier mounts had time to exit (up to 30 s)
-check_nothing()
-{
-	local n
-	local i
-
-	for i in $(seq 1 300); do
-		n=$(pgrep -f "mount.scoutfs .* $T_M0( |$)" | wc -l)
-		[ "$n" -eq 0 ] && break
-		sleep .1
-	done
-	echo "mounted: $(findmnt -n "$T_M0" | wc -l) daemons: $n"
-}
-
 # mount with the options of mount 0 plus $1
 try_opt()
 {
 	echo "-- added option: $1"
 	t_mount_opt 0 "$1" 2>&1 | filter
 	echo "rc: ${PIPESTATUS[0]}"
-	check_nothing
+	t_mount_gone 0
 }
 
 # mount with only the given options
@@ -43,12 +28,12 @@ try_only()
 	echo "-- only options: $1" | filter
 	mount -t scoutfs -o "$1" "$T_DB0" "$T_M0" 2>&1 | filter
 	echo "rc: ${PIPESTATUS[0]}"
-	check_nothing
+	t_mount_gone 0
 }
 
 echo "== unmount mount 0"
 t_umount 0
-check_nothing
+t_mount_gone 0
 
 echo "== unknown options"
 try_opt bogus

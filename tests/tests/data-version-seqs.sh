@@ -19,21 +19,6 @@ field()
 	scoutfs stat -s "$1" "${2:-$FILE}"
 }
 
-cmp_val()
-{
-	local name="$1"
-	local before="$2"
-	local after="$3"
-
-	if [ "$after" -gt "$before" ]; then
-		echo "$name increased"
-	elif [ "$after" -eq "$before" ]; then
-		echo "$name same"
-	else
-		echo "$name decreased"
-	fi
-}
-
 # run a command after a sync, then print data_version and how the seqs moved
 step()
 {
@@ -44,8 +29,8 @@ step()
 	ds=$(field data_seq)
 	"$@"
 	echo "data_version $(field data_version)"
-	cmp_val meta_seq "$ms" "$(field meta_seq)"
-	cmp_val data_seq "$ds" "$(field data_seq)"
+	t_compare meta_seq "$ms" "$(field meta_seq)"
+	t_compare data_seq "$ds" "$(field data_seq)"
 }
 
 echo "== new empty file"
@@ -93,12 +78,12 @@ echo "== read"
 dd if=/dev/zero of="$FILE" bs=100 count=1 status=none conv=notrunc
 dv=$(field data_version)
 cat "$FILE" > /dev/null
-cmp_val data_version "$dv" "$(field data_version)"
+t_compare data_version "$dv" "$(field data_version)"
 
 echo "== multi-block write"
 dv=$(field data_version)
 dd if=/dev/zero of="$FILE" bs=4096 count=16 status=none conv=notrunc
-cmp_val data_version "$dv" "$(field data_version)"
+t_compare data_version "$dv" "$(field data_version)"
 echo "online_blocks $(field online_blocks)"
 
 echo "== values persist across remount"
@@ -108,9 +93,9 @@ ms=$(field meta_seq)
 ds=$(field data_seq)
 t_umount 0
 t_mount 0
-cmp_val data_version "$dv" "$(field data_version)"
-cmp_val meta_seq "$ms" "$(field meta_seq)"
-cmp_val data_seq "$ds" "$(field data_seq)"
+t_compare data_version "$dv" "$(field data_version)"
+t_compare meta_seq "$ms" "$(field meta_seq)"
+t_compare data_seq "$ds" "$(field data_seq)"
 
 echo "== directories have no data"
 mkdir "$T_D0/dir"
@@ -118,12 +103,12 @@ echo "data_version $(field data_version "$T_D0/dir") data_seq $(field data_seq "
 sync
 ms=$(field meta_seq "$T_D0/dir")
 touch "$T_D0/dir/file"
-cmp_val "dir meta_seq" "$ms" "$(field meta_seq "$T_D0/dir")"
+t_compare "dir meta_seq" "$ms" "$(field meta_seq "$T_D0/dir")"
 echo "data_version $(field data_version "$T_D0/dir") data_seq $(field data_seq "$T_D0/dir")"
 
 echo "== a new file's seqs are at least those of older files"
 sync
 touch "$T_D0/newer"
-cmp_val meta_seq "$(field meta_seq)" "$(field meta_seq "$T_D0/newer")"
+t_compare meta_seq "$(field meta_seq)" "$(field meta_seq "$T_D0/newer")"
 
 t_pass

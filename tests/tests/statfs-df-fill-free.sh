@@ -26,21 +26,6 @@ scratch_sync()
 	sync
 }
 
-cmp_val()
-{
-	local name="$1"
-	local before="$2"
-	local after="$3"
-
-	if [ "$after" -gt "$before" ]; then
-		echo "$name increased"
-	elif [ "$after" -eq "$before" ]; then
-		echo "$name same"
-	else
-		echo "$name decreased"
-	fi
-}
-
 echo "== mkfs and mount a volume with 256 MiB of data"
 t_scratch_mkfs -A -d 256M
 t_scratch_mount
@@ -59,7 +44,7 @@ data_free=$(df_field Data 5)
 echo "== write a file"
 dd if=/dev/zero of="$T_MSCR/file" bs=1M count=16 status=none
 scratch_sync
-cmp_val "data free" "$data_free" "$(df_field Data 5)"
+t_compare "data free" "$data_free" "$(df_field Data 5)"
 echo "used blocks grew by $(( data_free - $(df_field Data 5) ))"
 rm "$T_MSCR/file"
 
@@ -68,7 +53,7 @@ dd if=/dev/zero of="$T_MSCR/fill" bs=1M 2>&1 | grep -v records | grep -v copied 
 dd if=/dev/zero of="$T_MSCR/fill2" bs=4k 2>&1 | grep -v records | grep -v copied | filter
 scratch_sync
 free=$(df_field Data 5)
-cmp_val "data free" "$data_free" "$free"
+t_compare "data free" "$data_free" "$free"
 [ $((free * 100)) -lt "$total" ] && echo "data free is below 1% of total"
 [ "$(stat -f -c %f "$T_MSCR")" -lt $((total / 100)) ] && echo "statfs free is below 1% of total"
 echo "== no more data can be written"
