@@ -312,17 +312,6 @@ async def _dev_write(mctx, offset: int, buf) -> None:
         mctx.data_dev.write(offset, buf)
 
 
-def _note_data_written(mctx) -> None:
-    """Tell the transaction the data device was written, so its commit flushes it first
-    (Trans only notices holds that allocate; in-place overwrites allocate nothing)."""
-    trans = mctx.trans
-    note = getattr(trans, "note_data_written", None)
-    if note is not None:
-        note()
-    elif hasattr(trans, "_data_written"):
-        trans._data_written = True
-
-
 def _zeros(nbytes: int):
     if nbytes <= len(_ZEROS):
         return memoryview(_ZEROS)[:nbytes]
@@ -516,7 +505,7 @@ async def write(mctx, ino: int, offset: int, data, ctx) -> int:
                         mctx.trans.data_alloc.free(s, c)
                     raise
                 # atomic from here: extent items and the inode
-                _note_data_written(mctx)
+                mctx.trans.note_data_written()  # its commit flushes the data device first
                 new = replace_range(window, first, last,
                                     [Extent(s.iblock, s.nblocks, s.blkno, 0) for s in segs])
                 d_on, d_off = apply_extents(mctx, ino, lock, window, new)
@@ -593,7 +582,7 @@ async def truncate(mctx, ino: int, size: int, ctx) -> None:
                             cut = size % BLOCK_SIZE
                             blk[cut:] = bytes(BLOCK_SIZE - cut)
                             mctx.data_dev.write(tail, blk)
-                            _note_data_written(mctx)
+                            mctx.trans.note_data_written()  # its commit flushes the data device first
                         inode.size = size
                         inode_mod.touch(inode, mtime=True, ctime=True, now=mctx.now())
                         inode_mod.bump_data(inode, mctx)

@@ -33,7 +33,6 @@ died, are left to the orphan scanner (`fs/orphan.py`), as scoutfs leaves them.
 from __future__ import annotations
 
 import errno
-import inspect
 import logging
 import os
 import stat
@@ -687,9 +686,7 @@ class Filesystem:
                 self._unlinked.discard(ino)
                 return False
             if fsinode.is_reg(inode):
-                res = data.free_extents(mctx, inode, lock)
-                if inspect.isawaitable(res):  # the contract says sync; accept either
-                    await res
+                await data.free_extents(mctx, inode, lock)
             await xattr.delete_all(mctx, ino, lock)
             # ---- synchronous from here
             if fsinode.is_lnk(inode):

@@ -118,8 +118,6 @@ class Trans:
             yield
         finally:
             self._holders -= 1
-            if data_blocks:
-                self._data_written = True
             if self._holders == 0:
                 self._notify()
 

@@ -123,6 +123,7 @@ class FakeTrans:
         self.seq = 10
         self.holders = 0
         self.commits = 0
+        self.data_written = False
         self.data_alloc = FakeDataAlloc(fmt.DATA_DEV_START_BLKNO, data_blocks)
 
     @asynccontextmanager
@@ -135,6 +136,9 @@ class FakeTrans:
             yield
         finally:
             self.holders -= 1
+
+    def note_data_written(self) -> None:
+        self.data_written = True
 
     async def sync(self) -> None:
         assert self.holders == 0

@@ -43,7 +43,7 @@ class StubData:
             fsinode.bump_data(inode, mctx)
             fsinode.store_inode(mctx, inode, locks[ino], ilock)
 
-    def free_extents(self, mctx, inode, lock):
+    async def free_extents(self, mctx, inode, lock):
         self.freed.append(inode.ino)
         for key in list(mctx.items.data.irange(fmt.extent_key(inode.ino, 0, 0),
                                                fmt.extent_key(inode.ino, fmt.U64_MAX, 255))):
