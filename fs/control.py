@@ -17,6 +17,9 @@ flags with `Request.open_flags()` (``fcntl(F_GETFL)``).  Never ``fstat``/``read`
 of our own mount from the trio thread: that is a FUSE request to ourselves (deadlock).  Even
 ``close()`` of a passed fd sends FLUSH: passed fds are closed from a worker thread.
 
+The ``sysfs_list``/``sysfs_read``/``sysfs_write`` ops serve the sysfs/debugfs view
+(fs/sysfs.py builds the trees; sysview/ is the FUSE program that forwards to them).
+
 The client side (`call`) is used by the CLI.
 """
 
@@ -377,6 +380,54 @@ async def _sync(srv: ControlServer, req: Request) -> dict:
 @op("ping")
 async def _ping(srv: ControlServer, req: Request) -> dict:
     return {"fsid": srv.mount.fsid, "rid": srv.mount.rid, "pid": os.getpid()}
+
+
+# sysfs/debugfs view (fs/sysfs.py; served as files by sysview/).  Arguments: "tree" ("sys" or
+# "debug") and "path" relative to the mount's ident dir ("" is the dir itself).  These only
+# read memory (and stat the data device): they never touch a path on our own mount.
+
+
+def _sysfs_args(req: Request) -> tuple[str, str]:
+    tree, path = req.args.get("tree"), req.args.get("path", "")
+    if not isinstance(tree, str) or not isinstance(path, str):
+        raise FsError(errno.EINVAL)
+    return tree, path
+
+
+@op("sysfs_list")
+async def _sysfs_list(srv: ControlServer, req: Request) -> dict:
+    """{"entries": [[name, "d"|"f", mode], ...]}; with "name", only that entry (ENOENT)."""
+    from fs import sysfs
+
+    tree, path = _sysfs_args(req)
+    name = req.args.get("name")
+    if name is not None and not isinstance(name, str):
+        raise FsError(errno.EINVAL)
+    ents = sysfs.list_dir(srv.mount, tree, path, name)
+    return {"entries": [[e.name, "d" if e.is_dir else "f", e.mode] for e in ents]}
+
+
+@op("sysfs_read")
+async def _sysfs_read(srv: ControlServer, req: Request) -> dict:
+    from fs import sysfs
+
+    tree, path = _sysfs_args(req)
+    return {"text": sysfs.read(srv.mount, tree, path)}
+
+
+@op("sysfs_write")
+async def _sysfs_write(srv: ControlServer, req: Request) -> dict:
+    """Store "value" into a file; only root may (sysfs files are root's 0644)."""
+    from fs import sysfs
+
+    tree, path = _sysfs_args(req)
+    value = req.args.get("value")
+    if not isinstance(value, str):
+        raise FsError(errno.EINVAL)
+    if req.uid != 0:
+        raise FsError(errno.EACCES)
+    await sysfs.write(srv.mount, tree, path, value)
+    return {}
 
 
 # --------------------------------------------------------------------------- client

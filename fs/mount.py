@@ -340,6 +340,21 @@ def _add_file_handler(path: str) -> logging.Handler:
     return h
 
 
+def _register_force_unmount_op() -> None:
+    """Control op `force_unmount`: the umount helper's -f says so before the kernel drops
+    the FUSE connection, so the daemon leaves as a crashed mount would (no commit, no
+    farewell) and the server fences it (spec §2.3)."""
+    from fs.control import op
+
+    @op("force_unmount")
+    async def _force_unmount(srv, req) -> dict:
+        if req.uid != 0:
+            raise FsError(errno.EPERM, "force unmount needs root")
+        srv.mount.forced = True
+        log.warning("forced unmount requested by pid %d", req.pid)
+        return {}
+
+
 class _Daemon:
     def __init__(self, data_path, mnt, opts, sb, status, alive_r, early):
         self.data_path, self.mnt, self.opts, self.sb = data_path, mnt, opts, sb
@@ -402,6 +417,8 @@ class _Daemon:
         from fs import vfs
         from fs.control import ControlServer, find_mount
 
+        _register_force_unmount_op()
+
         if fake_mode(self.opts):
             from fs.testing.fakemount import FakeMount as MountCls
         else:
@@ -420,8 +437,21 @@ class _Daemon:
                 try:
                     # test hook: a slow mount, to kill the waiting mount command meanwhile
                     await trio.sleep(float(os.environ.get("SCOUTFS_TEST_OPEN_DELAY_S", "0")))
+                    early_ctl = None
+
+                    def serve_early(m) -> None:
+                        # a control socket before the FUSE mount exists: a server we start
+                        # may need the fencing agent to see its requests through the view
+                        nonlocal early_ctl
+                        early_ctl = ControlServer(m, 0, 0, path=os.path.join(
+                            run_dir(), "ctl", f"opening.{os.getpid()}.sock"))
+                        early_ctl.bind()
+                        self.files.append(early_ctl.path)
+                        nursery.start_soon(early_ctl.serve)
+
+                    kw = {} if fake_mode(self.opts) else {"on_created": serve_early}
                     mount = await MountCls.open(self.opts["metadev_path"], self.data_path,
-                                                self.opts, mnursery)
+                                                self.opts, mnursery, **kw)
                     self._start_logging(mount.fsid, mount.rid)
                     log.info("mounting %s on %s (meta %s) fsid %016x rid %016x pid %d",
                              self.data_path, self.mnt, self.opts["metadev_path"], mount.fsid,
@@ -430,6 +460,7 @@ class _Daemon:
                                                 acl=self.opts["acl"], readonly=self.opts["ro"],
                                                 notifier=notifier)
                     mount.notifier = notifier  # for lock invalidation's kernel notifications
+                    mount.kernel_inodes = ops.lookups  # the inodes the kernel holds
                     try:
                         vfs.init(ops, self.mnt, vfs.fuse_options(self.data_path, self.opts))
                     except RuntimeError as e:
@@ -443,6 +474,8 @@ class _Daemon:
                     ctl.bind()
                     self.files.append(ctl.path)
                     await nursery.start(ctl.serve)
+                    if early_ctl is not None:
+                        early_ctl.remove()
                     piddir = os.path.join(run_dir(), "pid")
                     os.makedirs(piddir, exist_ok=True)
                     pidfile = os.path.join(piddir, f"{mi.major}:{mi.minor}.pid")

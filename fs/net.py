@@ -10,24 +10,32 @@ with scoutfs, only its behaviour:
 
 * every message carries the sender's `seq` (1, 2, ... per connection direction) and the last
   seq it received (`recv_seq`, a piggybacked acknowledgement);
-* a message whose seq is not newer than the last one received is a duplicate and is dropped
-  (possible once resend-after-reconnect exists);
+* a message whose seq is not newer than the last one received is a duplicate and is dropped;
 * a request carries an `id`; the response carries the same id and the RESPONSE flag, and an
   errno in `error` (the payload is then ``{"msg": text}``); `Connection.request` raises
   `FsError(error)` for it;
-* either side may send requests (the server sends lock invalidations and SYNC_LOG_TREES).
+* either side may send requests (the server sends lock invalidations, LOCK_RECOVER and
+  SYNC_LOG_TREES).
 
-Structure for resend (comes with the cluster issue): sent frames stay in `_unacked` until
-the peer's recv_seq covers them, pending requests stay in `_pending` until answered, and the
-seq counters live in the Connection rather than in the stream.  A future `resume(stream)` can
-therefore resend `_unacked` on a new stream after a new greeting.  For now a lost stream
-fails every pending request with FsError(ENOTCONN).
+Connection loss is its own exception, `ConnectionLost` (an FsError with ENOTCONN, so code
+that only knows errnos still sees ENOTCONN): the client (fs/client.py) catches it, reconnects
+(possibly to another server after a failover) and resends the request on the new
+connection.  Resending is per request, above this module: every stream gets a new
+Connection, so seqs and duplicate dropping start afresh with each stream and stay sane; the
+server makes every request idempotent (fs/server.py), which is what makes a resend of a
+request whose response was lost harmless.
 
 Concurrency (trio; code between two awaits is atomic):
 * one receive task per connection (`run`) parses frames and never awaits a handler: each
   incoming request is handled in its own task, except that requests registered with an
   `order` function are handled one at a time, in arrival order, per order key (scoutfs's
   per-lock ordered workers, `c313b71b`);
+* handler tasks run in `task_nursery` when one is given (the client's: a lost connection
+  must not cancel an invalidation half-way through its commit; the reply then goes nowhere
+  and the server resends the request), else in the connection's own nursery (the server's:
+  cancelled with the connection, its handlers are idempotent);
+* connections given the same `ordered` dict share their per-key queues, so a request resent
+  on a new connection still waits behind the one of the same key still running for the old;
 * sends are serialised by `_send_lock` (a frame is written whole);
 * a handler may itself send requests on the same connection (no deadlock: the receive task
   keeps running).
@@ -207,8 +215,16 @@ class FrameReader:
 Handler = Callable[[Any], Awaitable[Any]]
 
 
+class ConnectionLost(FsError):
+    """The connection ended before the request was answered: the request may or may not
+    have reached the peer (resend it on a new connection; the server is idempotent)."""
+
+    def __init__(self, msg: str = "") -> None:
+        super().__init__(errno.ENOTCONN, msg)
+
+
 class _Pending:
-    __slots__ = ("cmd", "event", "payload", "error", "msg")
+    __slots__ = ("cmd", "event", "payload", "error", "msg", "lost")
 
     def __init__(self, cmd: int) -> None:
         self.cmd = cmd
@@ -216,6 +232,11 @@ class _Pending:
         self.payload: Any = None
         self.error = 0
         self.msg = ""
+        self.lost = False  # failed by the connection's end, not by the peer's errno
+
+
+# the per-key queues of ordered handlers: key -> deque of (connection, id, cmd, payload)
+OrderedQueues = dict[Hashable, deque]
 
 
 class Connection:
@@ -226,7 +247,9 @@ class Connection:
     for any reason; `error` says why (None for a clean close).
     """
 
-    def __init__(self, stream: trio.abc.Stream, name: str = "conn") -> None:
+    def __init__(self, stream: trio.abc.Stream, name: str = "conn", *,
+                 task_nursery: trio.Nursery | None = None,
+                 ordered: OrderedQueues | None = None) -> None:
         self.stream = stream
         self.name = name
         self._handlers: dict[int, tuple[Handler, Callable[[Any], Hashable] | None]] = {}
@@ -236,7 +259,8 @@ class Connection:
         self._next_id = 1
         self._pending: dict[int, _Pending] = {}
         self._unacked: deque[tuple[int, bytes]] = deque()  # (seq, frame) not yet acked
-        self._ordered: dict[Hashable, deque[tuple[Any, int, Any]]] = {}
+        self._ordered: OrderedQueues = ordered if ordered is not None else {}
+        self._task_nursery = task_nursery
         self._nursery: trio.Nursery | None = None
         self.closed = trio.Event()
         self.error: BaseException | None = None
@@ -266,7 +290,7 @@ class Connection:
     async def _send(self, mid: int, cmd: int, flags: int, error: int, payload: Any) -> None:
         data = encode(payload)
         if self.closed.is_set():
-            raise FsError(errno.ENOTCONN, f"{self.name}: connection closed")
+            raise ConnectionLost(f"{self.name}: connection closed")
         async with self._send_lock:
             # the seq is taken under the lock so frames go out in seq order
             seq = self._next_seq
@@ -277,12 +301,12 @@ class Connection:
                 await self.stream.send_all(frame)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as e:
                 self._lost(e)
-                raise FsError(errno.ENOTCONN, f"{self.name}: send failed: {e}") from e
+                raise ConnectionLost(f"{self.name}: send failed: {e}") from e
             self.nr_sent += 1
 
     async def request(self, cmd: int, payload: Any = None) -> Any:
         """Send a request and wait for its response payload (FsError on an error reply,
-        ENOTCONN if the connection is lost first)."""
+        ConnectionLost if the connection is lost first)."""
         mid = self._next_id
         self._next_id += 1
         p = _Pending(int(cmd))
@@ -292,6 +316,8 @@ class Connection:
             await p.event.wait()
         finally:
             self._pending.pop(mid, None)
+        if p.lost:
+            raise ConnectionLost(p.msg)
         if p.error:
             raise FsError(p.error, p.msg)
         return p.payload
@@ -300,7 +326,8 @@ class Connection:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        """The receive loop; returns when the stream ends or the connection is closed."""
+        """The receive loop; returns when the stream ends or the connection is closed (the
+        stream is closed on the way out, whatever ended the loop)."""
         reader = FrameReader()
         try:
             async with trio.open_nursery() as nursery:
@@ -324,6 +351,12 @@ class Connection:
         finally:
             self._nursery = None
             self._lost(self.error)
+            # the peer must see the end too (the loop may end by cancellation)
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.stream.aclose()
+                except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                    pass
 
     def _receive(self, hdr: tuple[int, ...], data: bytes) -> None:
         seq, recv_seq, mid, _dlen, cmd, flags, error = hdr
@@ -355,30 +388,22 @@ class Connection:
                                      {"msg": f"unknown command {cmd}"})
             return
         handler, order = ent
+        tasks = self._task_nursery or self._nursery
         if order is None:
-            self._nursery.start_soon(self._handle, handler, mid, cmd, payload)
+            tasks.start_soon(self._handle, handler, mid, cmd, payload)
             return
         try:
-            okey = order(payload)
+            okey = (cmd, order(payload))
         except Exception:  # malformed payload: let the handler report it
-            okey = None
+            okey = (cmd, None)
         q = self._ordered.get(okey)
         if q is None:
             q = self._ordered[okey] = deque()
-            self._nursery.start_soon(self._ordered_worker, okey, handler, q)
-        q.append((mid, cmd, payload))
-
-    async def _ordered_worker(self, okey: Hashable, handler: Handler, q: deque) -> None:
-        try:
-            while q:
-                mid, cmd, payload = q[0]
-                await self._handle(handler, mid, cmd, payload)
-                q.popleft()
-        finally:
-            if self._ordered.get(okey) is q:
-                del self._ordered[okey]
+            tasks.start_soon(_ordered_worker, self._ordered, okey, q)
+        q.append((self, handler, mid, cmd, payload))
 
     async def _handle(self, handler: Handler, mid: int, cmd: int, payload: Any) -> None:
+        """Run a handler and reply (a reply on a connection that ended goes nowhere)."""
         try:
             reply = await handler(payload)
         except FsError as e:
@@ -405,6 +430,7 @@ class Connection:
         self.closed.set()
         for p in self._pending.values():
             p.error = errno.ENOTCONN
+            p.lost = True
             p.msg = f"{self.name}: connection lost" + (f": {err}" if err else "")
             p.event.set()
         if self._nursery is not None:
@@ -423,6 +449,19 @@ class Connection:
                 await self.stream.aclose()
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 pass
+
+
+async def _ordered_worker(queues: OrderedQueues, okey: Hashable, q: deque) -> None:
+    """Handle the requests of one order key one at a time, whichever connection each came
+    on (a request resent after a reconnect waits for the old one to finish)."""
+    try:
+        while q:
+            conn, handler, mid, cmd, payload = q[0]
+            await conn._handle(handler, mid, cmd, payload)
+            q.popleft()
+    finally:
+        if queues.get(okey) is q:
+            del queues[okey]
 
 
 def _cmd_name(cmd: int) -> str:

@@ -9,9 +9,23 @@ Owns, for the volume (spec §1.5-§1.8, §2.2-§2.3):
   `mounted_clients` (rid -> address, flags) and `fs_root` (the merged items);
 * inode number ranges (ALLOC_INODES), stable roots (GET_ROOTS), the last stable seq
   (GET_LAST_SEQ), statfs totals (STATFS);
-* the lock table (fs/lock_server.py), farewell and reclaim of departed or dead mounts;
-* finalizing log trees and merging finalized trees into fs_root (one pass, on the server:
-  spec §8.7 allows it).
+* the lock table (fs/lock_server.py) and its recovery after a server change (LOCK_RECOVER
+  to every mounted rid; `recovery_timeout`);
+* farewell (spec §2.3 rules for quorum members), fencing (fs/fence.py: nothing is
+  reclaimed that was not fenced first, or that did not say farewell) and reclaim_rid;
+* coordinated finalize (SYNC_LOG_TREES to every mount) and merging finalized trees into
+  fs_root (one pass, on the server: spec §8.7 allows it).
+
+Failover model: every request is idempotent, because a client resends every request still
+unanswered when its connection drops, possibly to the next server.  COMMIT_LOG_TREES
+carries the transaction seq and is a no-op (but still waits for the disk) when that
+transaction is already committed; trees are finalized only in GET_LOG_TREES (spec §1.6), so
+a resent commit never meets a tree finalized under it; GET_LOG_TREES keeps an open
+transaction's seq; ALLOC_INODES may waste a range; LOCK requests of a dropped connection are
+cancelled with it (the resend replaces them).  A greeting of a known rid on a new
+connection resumes it (the old connection is closed, pending invalidations are resent);
+a greeting of a rid that is not (or no longer) mounted is refused with ENOLINK, except with
+the FAREWELL flag, which is answered "gone" (the farewell completed).
 
 Allocation policy (scaled from scoutfs for small volumes; see `_lend`):
 * meta: every GET_LOG_TREES tops the mount's meta_avail up to META_LEND_TARGET blocks;
@@ -32,17 +46,26 @@ Concurrency rules (trio: code between two awaits is atomic):
 * Every request handler reads and changes the in-memory state (btrees, extent sets, the seq
   counter, sb fields) synchronously, then awaits `commit()` and only then replies, so a
   reply never reports a state that is not on disk.
-* `commit()` is serialised by `_commit_lock`.  The block writes of a commit (btree flushes,
-  extent lists) happen synchronously at its start, then the btrees begin the next epoch at
-  once so handlers can keep changing state while the commit awaits device flushes; the super
-  written is the snapshot taken at the start.  Commits are grouped: a handler whose changes
-  were already written by a commit that started after them returns without committing.
-* The server never awaits a client while holding the commit lock: lock invalidations and
-  (later) SYNC_LOG_TREES run in their own tasks.
+* `commit()` is serialised by `_commit_lock` and shielded from cancellation: a handler
+  cancelled because its connection dropped must not stop a commit half-way (memory would
+  be ahead of disk).  The block writes of a commit (btree flushes, extent lists) happen
+  synchronously at its start, then the btrees begin the next epoch at once so handlers can
+  keep changing state while the commit awaits device flushes; the super written is the
+  snapshot taken at the start.  Commits are grouped: a handler whose changes were already
+  written by a commit that started after them returns without committing.
+* The server never awaits a client while holding the commit or merge lock: lock
+  invalidations, LOCK_RECOVER and SYNC_LOG_TREES run in their own tasks, and the
+  coordinated finalize waits for SYNC_LOG_TREES (bounded by log_merge_wait_timeout) before
+  taking `_merge_lock`.
+* Background workers, each woken by an event: merge (`_merge_wake`), farewell
+  (`_farewell_wake`: answers what the quorum rules allow, reclaims, commits, then replies),
+  fencing (fs/fence.py changes, polled every second while requests are pending).
 * The merge is serialised by `_merge_lock`; it awaits (checkpoints) between chunks of items,
   which is safe because a partially merged fs_root holds items that are also still in the
   unmerged trees (readers take the newest seq), and the merged trees' blocks are freed only
   at the end.
+* Failing (fence error or timeout, a failed commit) sets `failed` and cancels the serve
+  scope: serve() then returns (it raises ServerFailed only if it fails before it started).
 """
 
 from __future__ import annotations
@@ -64,6 +87,15 @@ from fs.block import Device, MetaBlocks, read_super, write_super
 from fs.btree import Btree
 from fs.counters import Counters
 from fs.errors import FsError
+from fs.fence import (
+    FENCE_TIMEOUT_S,
+    REASON_CLIENT_RECONNECT,
+    REASON_CLIENT_RECOVERY,
+    REASON_QUORUM_BLOCK_LEADER,
+    START_FENCE_TIMEOUT_S,
+    FenceRequest,
+    Fencing,
+)
 from fs.format import (
     KEY_MAX,
     KEY_MIN,
@@ -76,6 +108,7 @@ from fs.format import (
 )
 from fs.lock_server import LockServer
 from fs.net import Cmd, Connection
+from fs.triggers import Triggers
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +124,10 @@ FINALIZE_HEIGHT = 2  # a log tree taller than this is finalized at its commit
 MERGE_COMMIT_ITEMS = 2048  # commit a long merge every this many items
 MERGE_CHUNK = 512  # items merged between checkpoints
 
-RECOVERY_TIMEOUT_S = 30.0  # spec §2.3: a mounted rid must greet within 30 s of server start
-RECONNECT_TIMEOUT_S = 20.0  # spec §2.3: a mount whose socket is down this long is reclaimed
+RECOVERY_TIMEOUT_S = 30.0  # spec §2.3: a mounted rid must recover within 30 s of server start
+RECONNECT_TIMEOUT_S = 20.0  # spec §2.3: a mount whose socket is down this long is fenced
+LOG_MERGE_WAIT_TIMEOUT_S = 0.5  # spec §7 log_merge_wait_timeout_ms default: 500
+RECOVER_PAGE = 512  # LOCK_RECOVER entries asked for per request
 
 LOG_TREES_FIRST: fmt.Key = fmt.log_trees_key(0, 0)
 LOG_TREES_LAST: fmt.Key = (fmt.ZONE_LOG_TREES, U64_MAX, fmt.LOG_TREES_TYPE, U64_MAX, U64_MAX, 255)
@@ -113,6 +148,19 @@ def _total(extents: Iterable[tuple[int, int]]) -> int:
     return sum(n for _s, n in extents)
 
 
+class ServerFailed(FsError):
+    """The server stopped itself (a fence failed or timed out, a commit failed) or could
+    not start (earlier leaders not fenced in time)."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(errno.EIO, msg)
+
+
+def votes_needed(nr_slots: int) -> int:
+    """Votes a quorum of nr_slots configured slots needs (spec §2.1)."""
+    return 1 if nr_slots < 3 else nr_slots // 2 + 1
+
+
 @dataclass
 class _Lists:
     """The four extent lists a commit writes: refs and the blknos of their chains."""
@@ -122,28 +170,42 @@ class _Lists:
 
 
 class Server:
-    """The server of one volume.  `await nursery.start(server.serve, listener)`."""
+    """The server of one volume.  `await nursery.start(server.serve, listener)` (memory
+    listeners in tests) or `server.serve_tcp(addr, port, fence_targets=...)`."""
 
     def __init__(self, meta_dev, data_dev, counters: Counters | None = None, *,
                  recovery_timeout: float = RECOVERY_TIMEOUT_S,
                  reconnect_timeout: float = RECONNECT_TIMEOUT_S,
-                 term: int = 0, cache_blocks: int = 1024) -> None:
+                 fence_timeout: float = FENCE_TIMEOUT_S,
+                 start_fence_timeout: float = START_FENCE_TIMEOUT_S,
+                 log_merge_wait_timeout: float = LOG_MERGE_WAIT_TIMEOUT_S,
+                 term: int = 0, cache_blocks: int = 1024,
+                 triggers: Triggers | None = None) -> None:
         self.cache_blocks = cache_blocks  # the server's own block cache limit (64 KiB blocks)
         self.meta_dev = meta_dev
         self.data_dev = data_dev
         self.counters = counters if counters is not None else Counters()
         self.recovery_timeout = recovery_timeout
         self.reconnect_timeout = reconnect_timeout
+        self.fence_timeout = fence_timeout
+        self.start_fence_timeout = start_fence_timeout
+        # seconds the coordinated finalize waits for SYNC_LOG_TREES answers (a runtime
+        # mount option: the mount sets it)
+        self.log_merge_wait_timeout = log_merge_wait_timeout
         self.term = term
-        # trigger log_merge_force_finalize_ours: armed by writing True; the next commit of
-        # a log tree finalizes it and disarms the trigger
-        self.force_finalize_ours = False
+        # the debugfs triggers of the server's mount (log_merge_force_finalize_ours)
+        self.triggers = triggers if triggers is not None else Triggers()
         self.lock_server = LockServer(self.next_seq, self._send_invalidate, self.counters)
+        self.fencing = Fencing()
         self.sb: fmt.Super | None = None
         self.blocks: MetaBlocks | None = None
         self._conns: dict[int, Connection] = {}  # rid -> its current connection
-        self._recovery_pending: set[int] = set()
+        self._conn_gen: dict[int, int] = {}  # rid -> greetings seen (reconnect timers)
+        self._recovering: set[int] = set()  # mounted rids whose lock recovery is not done
         self._reclaimed: set[int] = set()
+        self._farewells: dict[int, trio.Event] = {}  # pending farewells, arrival order
+        self._farewell_wake = trio.Event()
+        self._finalize_all = False  # coordinated finalize: GET_LOG_TREES finalizes
         self._last_nr: dict[int, int] = {}
         self._commit_lock = trio.Lock()
         self._merge_lock = trio.Lock()
@@ -152,10 +214,29 @@ class Server:
         self.epoch_seq = 0  # block seq of the commit being built
         self.nr_commits = 0
         self._failed: BaseException | None = None
+        self.failed = trio.Event()  # set when the server stopped itself
+        self.fail_reason = ""
         self._nursery: trio.Nursery | None = None
+        self._scope: trio.CancelScope | None = None
+        self._running = False
         self._done = trio.Event()
         self._stable: dict = {}
         self.listen_addr: tuple[str, int] | None = None
+
+    @property
+    def fence_requests(self) -> dict[int, FenceRequest]:
+        """Pending fence requests by rid (sysfs fence/<rid>/ on the leader's mount)."""
+        return self.fencing.requests
+
+    def answer_fence(self, rid: int, *, fenced: bool = False, error: bool = False) -> None:
+        """An agent's answer to a fence request (sysfs writes of fenced/error); FsError
+        ENOENT if rid has no request."""
+        self.fencing.answer(rid, fenced=fenced, error=error)
+
+    @property
+    def recovering(self) -> set[int]:
+        """Mounted rids whose lock recovery is not finished (a copy)."""
+        return set(self._recovering)
 
     # ------------------------------------------------------------------ loading
 
@@ -196,9 +277,29 @@ class Server:
             self._last_nr[lt.rid] = max(self._last_nr.get(lt.rid, 0), lt.nr)
             if lt.flags & LOG_TREES_FLAG_FINALIZED:
                 self._merge_wake.set()
-        self._recovery_pending = {rid for rid, _a, _p, _f in self._mounted_records()}
+        # spec §2.3 recovery: every mounted rid must greet and recover its locks
+        self._recovering = {rid for rid, _a, _p, _f in self._mounted_records()}
         self._begin_epoch()
         self._stable = self._snapshot_roots()
+
+    def _peek_mounted_addrs(self) -> dict[int, str]:
+        """rid -> ipv4 address of the mounted_clients on disk, read before this server
+        loads (fence requests of earlier leaders are published before that)."""
+        try:
+            sb = read_super(self.meta_dev)
+            tree = Btree(MetaBlocks(self.meta_dev, sb.fsid, 16, parsed_blocks=16),
+                         sb.mounted_clients)
+            return {k[1]: fmt.unpack_mounted_client(it.value)[0]
+                    for k, it in tree.items(MOUNTED_FIRST, MOUNTED_LAST)}
+        except Exception as e:  # only an address for a sysfs file: never fatal
+            log.warning("could not read mounted clients for fencing: %s", e)
+            return {}
+
+    def _mounted_addr(self, rid: int) -> str:
+        item = self.mounted.lookup(fmt.mounted_client_key(rid)) if self.sb else None
+        if item is None:
+            return "0.0.0.0"
+        return fmt.unpack_mounted_client(item.value)[0]
 
     def _begin_epoch(self) -> None:
         self._epoch += 1
@@ -260,16 +361,31 @@ class Server:
         want = self._epoch
         async with self._commit_lock:
             if self._failed is not None:
-                raise FsError(errno.EIO, f"server commit failed earlier: {self._failed}")
+                raise FsError(errno.EIO, f"server failed: {self._failed}")
             if self._epoch > want:
                 return  # a commit that started after our changes wrote them
             try:
-                await self._commit_locked()
-            except BaseException as e:
+                # a caller cancelled half-way (its connection dropped) must not leave
+                # memory ahead of disk: the commit runs to its end
+                with trio.CancelScope(shield=True):
+                    await self._commit_locked()
+            except Exception as e:
                 # a half-done commit leaves memory ahead of disk: stop serving
-                self._failed = e
                 log.exception("server commit failed")
+                self._fail(f"commit failed: {e}")
                 raise FsError(errno.EIO, f"server commit failed: {e}") from e
+
+    def _fail(self, why: str) -> None:
+        """Stop serving: we can no longer be trusted to write the super (spec §2.3: a
+        failed fence stops the server; the quorum elects again)."""
+        if self.failed.is_set():
+            return
+        log.error("server fsid %016x stopping: %s", self.sb.fsid if self.sb else 0, why)
+        self.fail_reason = why
+        self._failed = ServerFailed(why)
+        self.failed.set()
+        if self._scope is not None:
+            self._scope.cancel()
 
     async def _commit_locked(self) -> None:
         sb = self.sb
@@ -381,24 +497,59 @@ class Server:
 
     # ------------------------------------------------------------------ serving
 
-    async def serve(self, listener: Any, *,
+    async def serve(self, listener: Any, *, fence_targets: Iterable[Any] = (),
                     task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-        """Load the volume and serve connections from listener (a trio Listener, or a list
-        of them) until cancelled or `shutdown()`."""
-        self._load()
-        listeners = listener if isinstance(listener, list | tuple) else [listener]
+        """Fence `fence_targets`, load the volume and serve connections from listener (a
+        trio Listener, or a list of them) until cancelled, `stop()`, `shutdown()` or a
+        failure (`failed`)."""
+        listeners = list(listener) if isinstance(listener, list | tuple) else [listener]
+
+        async def opened() -> list:
+            return listeners
+
+        await self._serve(opened, fence_targets, task_status)
+
+    async def serve_tcp(self, addr: str, port: int, *, fence_targets: Iterable[Any] = (),
+                        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+        """Start as spec §2.1 says: fence earlier leaders (`fence_targets`: objects with
+        .rid, .term and .reason, e.g. fs.quorum.FenceTarget), waiting up to
+        start_fence_timeout for them (ServerFailed if they are not fenced), reclaim them,
+        load, then bind TCP on the quorum slot's address, start the lock server and
+        recovery, and report started."""
+        async def opened() -> list:
+            listener = await net.open_listener(addr, port)
+            self.listen_addr = listener.socket.getsockname()[:2]
+            return [listener]
+
+        await self._serve(opened, fence_targets, task_status)
+
+    async def _serve(self, open_listeners, fence_targets: Iterable[Any],
+                     task_status: trio.TaskStatus[Server]) -> None:
+        self._scope = trio.CancelScope()
+        self._running = True
+        listeners: list = []
+        started = False
         try:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
-                self.lock_server.start(nursery)
-                nursery.start_soon(self._merge_worker)
-                if self._recovery_pending:
-                    nursery.start_soon(self._recovery_timer)
-                for lst in listeners:
-                    nursery.start_soon(self._accept_loop, lst)
-                log.info("server fsid %016x serving, seq %d, %d mounted rids pending recovery",
-                         self.sb.fsid, self.sb.seq, len(self._recovery_pending))
-                task_status.started(self)
+            with self._scope:
+                await self._fence_at_start(list(fence_targets))
+                listeners = await open_listeners()
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.lock_server.start(nursery)
+                    self.lock_server.begin_recovery(set(self._recovering))
+                    nursery.start_soon(self._merge_worker)
+                    nursery.start_soon(self._farewell_worker)
+                    nursery.start_soon(self._fence_worker)
+                    if self._recovering:
+                        nursery.start_soon(self._recovery_timer)
+                    for lst in listeners:
+                        nursery.start_soon(self._accept_loop, lst)
+                    log.info("server fsid %016x term %d serving, seq %d, %d mounted rids "
+                             "to recover", self.sb.fsid, self.term, self.sb.seq,
+                             len(self._recovering))
+                    started = True
+                    task_status.started(self)
         finally:
             self._nursery = None
             for conn in list(self._conns.values()):
@@ -411,13 +562,49 @@ class Server:
                     except Exception:
                         pass
             self._done.set()
+        if not started:
+            raise ServerFailed(self.fail_reason or "server stopped before it started")
 
-    async def serve_tcp(self, addr: str, port: int, *,
-                        task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-        """Serve on a quorum slot's TCP address."""
-        listener = await net.open_listener(addr, port)
-        self.listen_addr = listener.socket.getsockname()[:2]
-        await self.serve(listener, task_status=task_status)
+    async def _fence_at_start(self, targets: list[Any]) -> None:
+        """Fence the earlier leaders, then load; reclaim the fenced rids (their open log
+        trees are finalized and merged).  ServerFailed if a fence fails or times out."""
+        rids: dict[int, str] = {}
+        for t in targets:
+            rids.setdefault(int(t.rid), getattr(t, "reason", None) or REASON_QUORUM_BLOCK_LEADER)
+        if rids:
+            addrs = self._peek_mounted_addrs()
+            for rid, reason in rids.items():
+                self.fencing.request(rid, addrs.get(rid, "0.0.0.0"), reason)
+            deadline = trio.current_time() + self.start_fence_timeout
+            while True:
+                reqs = [self.fencing.requests.get(rid) for rid in rids]
+                why = ""
+                if any(r is None or r.error for r in reqs):
+                    why = "fencing an earlier leader failed"
+                elif all(r.fenced for r in reqs):
+                    break
+                elif trio.current_time() >= deadline:
+                    why = (f"earlier leaders not fenced within {self.start_fence_timeout:g} s: "
+                           + " ".join(f"{r:016x}" for r in rids))
+                if why:
+                    for rid in rids:
+                        self.fencing.remove(rid)
+                    self.fail_reason = why
+                    self._failed = ServerFailed(why)
+                    self.failed.set()
+                    log.error("server not starting: %s", why)
+                    raise ServerFailed(why)
+                await self.fencing.wait_change(max(0.0, deadline - trio.current_time()))
+        self._load()
+        if rids:
+            merge = False
+            for rid, reason in rids.items():
+                merge |= self._reclaim_rid(rid, f"fenced: {reason}")
+            await self.commit()
+            for rid in rids:
+                self.fencing.remove(rid)
+            if merge:
+                self._merge_wake.set()
 
     async def shutdown(self) -> None:
         """Stop serving: connections close, background work stops.  Changes not yet
@@ -426,12 +613,32 @@ class Server:
             # let an in-flight merge and commit finish: cancelling one half-way would leave
             # memory ahead of disk (and log it as a failure)
             async with self._merge_lock, self._commit_lock:
-                self._nursery.cancel_scope.cancel()
+                if self._scope is not None:
+                    self._scope.cancel()
+        elif self._scope is not None:
+            self._scope.cancel()
+        if self._running:
+            await self._done.wait()
+
+    async def stop(self) -> None:
+        """Stop serving now (demotion: a higher term elected another server): no
+        farewell, no waiting for a merge; a commit already writing completes (it is
+        shielded), nothing else is written."""
+        if self._scope is not None:
+            self._scope.cancel()
+        if self._running:
             await self._done.wait()
 
     async def _accept_loop(self, listener) -> None:
         while True:
-            stream = await listener.accept()
+            try:
+                stream = await listener.accept()
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                return
+            except OSError as e:  # e.g. out of fds: keep listening
+                log.error("accept failed: %s", e)
+                await trio.sleep(0.1)
+                continue
             net.setup_accepted(stream)
             self._nursery.start_soon(self._serve_conn, stream)
 
@@ -469,13 +676,15 @@ class Server:
         if rid is None or self._conns.get(rid) is not conn:
             return
         del self._conns[rid]
-        if self._nursery is not None and rid not in self._reclaimed:
-            self._nursery.start_soon(self._reconnect_timer, rid)
+        if self._nursery is not None and rid not in self._reclaimed and not self.failed.is_set():
+            log.info("rid %016x disconnected", rid)
+            self._nursery.start_soon(self._reconnect_timer, rid, self._conn_gen.get(rid, 0))
 
     async def _send_invalidate(self, rid: int, key: fmt.Key, old_mode: int,
                                new_mode: int) -> None:
         conn = self._conns.get(rid)
         if conn is None:
+            # stays pending in the lock server: resent when the rid greets again
             raise FsError(errno.ENOTCONN, f"rid {rid:016x} is not connected")
         await conn.request(Cmd.LOCK, {"key": list(key), "old_mode": old_mode,
                                       "new_mode": new_mode})
@@ -493,27 +702,83 @@ class Server:
         rid = int(p["rid"])
         if rid == 0:
             raise FsError(errno.EINVAL, "greeting rid 0")
-        if rid in self._reclaimed:
-            raise FsError(errno.EINVAL, f"rid {rid:016x} was reclaimed")
         if self._failed is not None:
             raise FsError(errno.EIO, "server failed")
         flags = int(p.get("flags", 0))
+        reply = {"server_term": self.term, "fmt_vers": sb.fmt_vers, "rid": rid, "gone": False}
+        item = self.mounted.lookup(fmt.mounted_client_key(rid))
+        if item is None:
+            if flags & net.GREETING_FLAG_FAREWELL:
+                # its farewell was answered (or it was reclaimed) while it was away
+                log.info("rid %016x greets in farewell but is gone", rid)
+                return {**reply, "gone": True}
+            if p.get("resume") or rid in self._reclaimed or rid in self.fencing.requests:
+                raise FsError(errno.ENOLINK, f"rid {rid:016x} is not mounted (reclaimed)")
+        elif rid in self.fencing.requests:
+            raise FsError(errno.ENOLINK, f"rid {rid:016x} is being fenced")
         old = self._conns.get(rid)
         conn.context = rid
         self._conns[rid] = conn
+        self._conn_gen[rid] = self._conn_gen.get(rid, 0) + 1
+        if conn.closed.is_set():
+            self._conn_closed(conn)  # dropped while we looked: the reconnect timer runs
+            raise net.ConnectionLost("greeting connection closed")
         if old is not None and old is not conn:
+            # resume: the new connection replaces the old one (its handlers are
+            # cancelled; the client resends what they did not answer)
             old.context = None
             await old.aclose()
-        self._recovery_pending.discard(rid)
-        addr, port = conn.peer_addr
-        if addr.count(".") != 3:
-            addr = "0.0.0.0"
-        mflags = fmt.MOUNTED_CLIENT_FLAG_QUORUM if flags & net.GREETING_FLAG_QUORUM else 0
-        self.mounted.insert(fmt.mounted_client_key(rid),
-                            Item(self.epoch_seq, 0, fmt.pack_mounted_client(addr, port, mflags)))
-        await self.commit()
-        log.info("greeting from rid %016x at %s:%d", rid, addr, port)
-        return {"server_term": self.term, "fmt_vers": sb.fmt_vers, "rid": rid}
+        if item is None:
+            addr, port = conn.peer_addr
+            if addr.count(".") != 3:
+                addr = "0.0.0.0"
+            mflags = fmt.MOUNTED_CLIENT_FLAG_QUORUM if flags & net.GREETING_FLAG_QUORUM else 0
+            self.mounted.insert(fmt.mounted_client_key(rid),
+                                Item(self.epoch_seq, 0,
+                                     fmt.pack_mounted_client(addr, port, mflags)))
+            await self.commit()
+            log.info("greeting from rid %016x at %s:%d", rid, addr, port)
+        elif rid in self._recovering:
+            log.info("rid %016x reconnected: recovering its locks", rid)
+            self._nursery.start_soon(self._recover_rid, rid, conn)
+        else:
+            log.info("rid %016x reconnected", rid)
+            self.lock_server.resend_invalidations(rid)
+        return reply
+
+    async def _recover_rid(self, rid: int, conn: Connection) -> None:
+        """LOCK_RECOVER (spec §2.3): collect the locks a reconnected rid holds, page by
+        page, and give them to the lock server.  A lost connection leaves the rid
+        recovering: its next greeting starts again (or the recovery timer fences it)."""
+        entries: list[dict] = []
+        start = None
+        try:
+            while True:
+                r = await conn.request(Cmd.LOCK_RECOVER, {"start": start, "nr": RECOVER_PAGE})
+                page = r["locks"]
+                for e in page:
+                    entries.append({"key": net.key_from_wire(e["key"]), "mode": int(e["mode"]),
+                                    "write_seq": int(e.get("write_seq", 0))})
+                if len(page) < RECOVER_PAGE:
+                    break
+                start = page[-1]["key"]
+        except FsError as e:
+            log.warning("lock recovery of rid %016x interrupted: %s", rid, e)
+            return
+        if (rid not in self._recovering or self._conns.get(rid) is not conn
+                or rid in self.fencing.requests):
+            return  # a newer connection recovers it, or it is being fenced
+        # write seqs the previous server granted may be above our seq (grants are not
+        # committed): later grants must still be newer
+        for e in entries:
+            self.sb.seq = max(self.sb.seq, e["write_seq"] + 1)
+        self.lock_server.recover(rid, entries)
+        self.lock_server.recovery_done(rid)
+        self._recovering.discard(rid)
+        self.counters.inc("server_lock_recover")
+        log.info("rid %016x recovered %d locks%s", rid, len(entries),
+                 "" if self._recovering else "; all clients recovered")
+        self._farewell_wake.set()
 
     async def _alloc_inodes(self, rid: int, p: dict) -> dict:
         count = int(p["count"])
@@ -543,6 +808,15 @@ class Server:
     async def _get_log_trees(self, rid: int, p: dict) -> dict:
         recs = self._records(rid)
         lt = recs[-1] if recs else None
+        finalized = False
+        if (lt is not None and not lt.flags & LOG_TREES_FLAG_FINALIZED
+                and lt.get_trans_seq <= lt.commit_trans_seq and lt.item_root.height > 0
+                and self._want_finalize(lt)):
+            # spec §1.6: trees are finalized here, between a committed transaction and
+            # the next, never under a commit that may still be resent
+            self._finalize(lt)
+            self._put_record(lt)
+            finalized = True
         if lt is None or lt.flags & LOG_TREES_FLAG_FINALIZED:
             nr = max(self._last_nr.get(rid, -1), lt.nr if lt else -1) + 1
             self._last_nr[rid] = nr
@@ -558,11 +832,20 @@ class Server:
         lt.meta_avail = meta.extents()
         lt.data_avail = data.extents()
         if lt.get_trans_seq <= lt.commit_trans_seq:
-            # open a new transaction; one already open keeps its seq (its items have it)
+            # open a new transaction; one already open keeps its seq (its items have it,
+            # and a resent GET_LOG_TREES must not move it)
             lt.get_trans_seq = self.next_seq()
         self._put_record(lt)
         await self.commit()
+        if finalized:
+            self._merge_wake.set()
         return net.log_trees_to_wire(lt)
+
+    def _want_finalize(self, lt: LogTrees) -> bool:
+        """Finalize a committed tree: too tall, a coordinated finalize is collecting every
+        tree, or the trigger log_merge_force_finalize_ours is armed (it fires here)."""
+        return (lt.item_root.height > FINALIZE_HEIGHT or self._finalize_all
+                or self.triggers.fire("log_merge_force_finalize_ours"))
 
     async def _commit_log_trees(self, rid: int, p: dict) -> dict:
         nr = int(p["nr"])
@@ -572,8 +855,18 @@ class Server:
         if item is None:
             raise FsError(errno.ENOENT, f"no log tree {rid:016x}.{nr}")
         lt = fmt.unpack_log_trees(item.value)
+        trans_seq = int(p.get("trans_seq", lt.get_trans_seq))
+        if lt.commit_trans_seq == lt.get_trans_seq == trans_seq:
+            # a resend of a commit already made (its reply was lost in a reconnect or a
+            # failover): change nothing, but reply only once it is on disk
+            self.counters.inc("server_commit_resend")
+            await self.commit()
+            return {}
         if lt.flags & LOG_TREES_FLAG_FINALIZED:
             raise FsError(errno.EINVAL, f"log tree {rid:016x}.{nr} is finalized")
+        if trans_seq != lt.get_trans_seq:
+            raise FsError(errno.EINVAL, f"commit of transaction {trans_seq} of log tree "
+                                        f"{rid:016x}.{nr}, open is {lt.get_trans_seq}")
         meta_avail = net.extents_from_wire(p["meta_avail"])
         data_avail = net.extents_from_wire(p["data_avail"])
         meta_freed = net.extents_from_wire(p.get("meta_freed", []))
@@ -608,20 +901,13 @@ class Server:
         lt.max_item_seq = max(lt.max_item_seq, int(p.get("max_item_seq", 0)))
         lt.commit_trans_seq = lt.get_trans_seq
         self.sb.inode_count = max(0, self.sb.inode_count + int(p.get("inode_count_delta", 0)))
-        finalize = lt.item_root.height > FINALIZE_HEIGHT or self.force_finalize_ours
-        if self.force_finalize_ours:
-            self.force_finalize_ours = False  # the trigger reads 0 after firing
-        if finalize:
-            self._finalize(lt)
         self._put_record(lt)
         await self.commit()
-        if finalize:
-            self._merge_wake.set()
         return {}
 
     def _finalize(self, lt: LogTrees) -> None:
-        """No more writes to this tree: drain its lent space, mark it for merging.
-        (Coordinated finalize with SYNC_LOG_TREES comes with multi-mount merging.)"""
+        """No more writes to this tree: drain its lent space, mark it for merging (the
+        caller stores the record)."""
         for e in lt.meta_avail:
             self.meta_free.add(*e)
         for e in lt.data_avail:
@@ -672,19 +958,66 @@ class Server:
             int(p.get("write_seq", 0)))
 
     async def _farewell(self, rid: int, p: Any) -> dict:
-        merge = self._reclaim_rid(rid, reason="farewell")
-        await self.commit()
-        if merge:
-            self._merge_wake.set()
-        log.info("farewell from rid %016x", rid)
+        """Clean unmount: answered by the farewell worker once the quorum rules allow it,
+        after reclaim_rid is on disk.  A resend joins the pending request."""
+        if rid not in self._farewells:
+            log.info("farewell request from rid %016x", rid)
+            self._farewells[rid] = trio.Event()
+        ev = self._farewells[rid]
+        self._farewell_wake.set()
+        await ev.wait()
         return {}
 
-    # ------------------------------------------------------------------ reclaim
+    def _farewells_ready(self) -> list[int]:
+        """The pending farewells that may be answered now (spec §2.3): a non-quorum mount
+        at once; a quorum member while more than votes_needed quorum members would stay
+        mounted, or once every remaining mount is a departing quorum member; any rid only
+        after its own lock recovery."""
+        mounted = {rid: flags for rid, _a, _p, flags in self._mounted_records()}
+        votes = votes_needed(len(self.sb.quorum_slots))
+        nr_quorum = sum(1 for f in mounted.values() if f & fmt.MOUNTED_CLIENT_FLAG_QUORUM)
+        ready: list[int] = []
+        for rid in self._farewells:
+            if rid in self._recovering:
+                continue
+            flags = mounted.get(rid)
+            if flags is None or not flags & fmt.MOUNTED_CLIENT_FLAG_QUORUM:
+                ready.append(rid)
+            elif nr_quorum > votes:
+                ready.append(rid)
+                nr_quorum -= 1
+        remaining = [rid for rid in mounted if rid not in ready]
+        if remaining and all(rid in self._farewells and rid not in self._recovering
+                             and mounted[rid] & fmt.MOUNTED_CLIENT_FLAG_QUORUM
+                             for rid in remaining):
+            ready += [rid for rid in self._farewells if rid in remaining]
+        return ready
 
-    def _reclaim_rid(self, rid: int, reason: str) -> bool:
+    async def _farewell_worker(self) -> None:
+        while True:
+            await self._farewell_wake.wait()
+            self._farewell_wake = trio.Event()
+            ready = self._farewells_ready()
+            if not ready:
+                continue
+            merge = False
+            for rid in ready:
+                merge |= self._reclaim_rid(rid, "farewell", close_conn=False)
+            await self.commit()
+            for rid in ready:
+                ev = self._farewells.pop(rid, None)
+                if ev is not None:
+                    ev.set()
+            if merge:
+                self._merge_wake.set()
+
+    # ------------------------------------------------------------------ reclaim, fencing
+
+    def _reclaim_rid(self, rid: int, reason: str, *, close_conn: bool = True) -> bool:
         """reclaim_rid (spec §2.3), synchronously: drop the rid's lock state, finalize its
         open log tree (returning its lent space), delete its mounted_clients item last.
-        Idempotent.  Returns whether a tree now waits for merging."""
+        Idempotent.  Returns whether a tree now waits for merging.  Only for a rid that
+        said farewell or was fenced."""
         self.lock_server.remove_rid(rid)
         merge = False
         for lt in self._records(rid):
@@ -700,49 +1033,116 @@ class Server:
             self._put_record(lt)
             merge = True
         self.mounted.delete(fmt.mounted_client_key(rid))
-        self._recovery_pending.discard(rid)
+        self._recovering.discard(rid)
         self._reclaimed.add(rid)
         conn = self._conns.pop(rid, None)
         if conn is not None:
             conn.context = None
+            if close_conn and self._nursery is not None:
+                # a fenced mount that still talks to us learns it is gone when it greets
+                self._nursery.start_soon(conn.aclose)
         log.info("reclaimed rid %016x (%s)", rid, reason)
         return merge
 
-    async def _reclaim_dead(self, rids: list[int], reason: str) -> None:
-        # fencing hooks in here (fs/fence.py, the cluster issue): publish fence/<rid>/ with
-        # this reason, wait for the agent to report `fenced`, and only then reclaim
-        merge = False
-        for rid in rids:
-            log.warning("reclaiming rid %016x: %s", rid, reason)
-            merge |= self._reclaim_rid(rid, reason)
-        await self.commit()
-        if merge:
-            self._merge_wake.set()
+    def _fence(self, rid: int, reason: str) -> None:
+        """Publish a fence request; the fence worker reclaims the rid once it is fenced."""
+        if rid in self._reclaimed or rid in self.fencing.requests:
+            return
+        self.counters.inc("server_fence_request")
+        self.fencing.request(rid, self._mounted_addr(rid), reason)
+
+    async def _fence_worker(self) -> None:
+        """Reclaim fenced rids; stop the server on a fence error or timeout (spec §2.3).
+        Woken by every change of the requests, and polls every second while any is
+        pending (the timeout)."""
+        while True:
+            now = trio.current_time()
+            done: list[FenceRequest] = []
+            for req in list(self.fencing.requests.values()):
+                if req.error:
+                    self._fail(f"fencing rid {req.rid:016x} ({req.reason}) reported an error")
+                    return
+                if req.fenced:
+                    done.append(req)
+                elif now - req.started >= self.fence_timeout:
+                    self._fail(f"fencing rid {req.rid:016x} ({req.reason}) not answered "
+                               f"within {self.fence_timeout:g} s")
+                    return
+            if done:
+                merge = False
+                for req in done:
+                    merge |= self._reclaim_rid(req.rid, f"fenced: {req.reason}")
+                await self.commit()
+                for req in done:
+                    self.fencing.remove(req.rid)
+                    ev = self._farewells.pop(req.rid, None)
+                    if ev is not None:
+                        ev.set()
+                if merge:
+                    self._merge_wake.set()
+                self._farewell_wake.set()
+                continue
+            await self.fencing.wait_change(1.0 if self.fencing.requests else None)
 
     async def _recovery_timer(self) -> None:
         await trio.sleep(self.recovery_timeout)
-        dead = sorted(self._recovery_pending)
-        if dead:
-            await self._reclaim_dead(dead, "client_recovery")
+        for rid in sorted(self._recovering):
+            log.warning("rid %016x did not recover within %g s", rid, self.recovery_timeout)
+            self._fence(rid, REASON_CLIENT_RECOVERY)
 
-    async def _reconnect_timer(self, rid: int) -> None:
+    async def _reconnect_timer(self, rid: int, gen: int) -> None:
         await trio.sleep(self.reconnect_timeout)
-        if rid in self._conns or rid in self._reclaimed:
+        if rid in self._conns or self._conn_gen.get(rid, 0) != gen:
+            return  # it came back (maybe to leave again: that one has its own timer)
+        if rid in self._reclaimed or self.mounted.lookup(fmt.mounted_client_key(rid)) is None:
             return
-        if self.mounted.lookup(fmt.mounted_client_key(rid)) is None:
-            return
-        await self._reclaim_dead([rid], "client_reconnect")
+        log.warning("rid %016x did not reconnect within %g s", rid, self.reconnect_timeout)
+        self._fence(rid, REASON_CLIENT_RECONNECT)
 
     # ------------------------------------------------------------------ log merge
 
     async def _merge_worker(self) -> None:
         while True:
             await self._merge_wake.wait()
-            self._merge_wake = trio.Event()
             try:
-                await self.merge_now()
+                await self.finalize_and_merge()
             except FsError as e:
                 log.error("log merge failed: %s", e)
+                self._merge_wake = trio.Event()  # the next finalize tries again
+
+    async def finalize_and_merge(self) -> bool:
+        """Coordinated finalize (spec §1.6), then merge: open trees of rids that are no
+        longer mounted are finalized (reclaimed_open_logs); every connected mount gets
+        SYNC_LOG_TREES and, while we wait for the answers (at most
+        log_merge_wait_timeout), every GET_LOG_TREES finalizes the committed tree; then
+        every finalized tree is merged.  Returns whether anything was merged."""
+        mounted = {rid for rid, _a, _p, _f in self._mounted_records()}
+        for lt in self._records():
+            if (not lt.flags & LOG_TREES_FLAG_FINALIZED and lt.rid not in mounted
+                    and lt.rid not in self._conns and lt.item_root.height > 0):
+                log.info("reclaiming orphan log tree %016x.%d", lt.rid, lt.nr)
+                self._finalize(lt)
+                self._put_record(lt)
+                self.counters.inc("reclaimed_open_logs")
+        conns = list(self._conns.items())
+        if conns and self.log_merge_wait_timeout > 0:
+            self._finalize_all = True
+            try:
+                with trio.move_on_after(self.log_merge_wait_timeout):
+                    async with trio.open_nursery() as n:
+                        for rid, conn in conns:
+                            n.start_soon(self._sync_log_trees, rid, conn)
+            finally:
+                self._finalize_all = False
+        # what finalized while we waited is merged now, not in another round
+        self._merge_wake = trio.Event()
+        return await self.merge_now()
+
+    async def _sync_log_trees(self, rid: int, conn: Connection) -> None:
+        try:
+            await conn.request(Cmd.SYNC_LOG_TREES, {})
+        except FsError as e:
+            log.debug("SYNC_LOG_TREES to rid %016x: %s", rid, e)
 
     async def merge_now(self) -> bool:
         """Merge every finalized log tree into fs_root in one pass and commit.  Returns

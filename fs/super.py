@@ -14,10 +14,12 @@ from __future__ import annotations
 import errno
 import logging
 import secrets
+from collections.abc import Container
 from typing import Any
 
 import trio
 
+from fs import format as fmt
 from fs.block import Device, MetaBlocks, read_super
 from fs.context import MountContext
 from fs.counters import Counters
@@ -26,10 +28,18 @@ from fs.forest import Forest, Roots
 from fs.item import ItemCache
 from fs.lock import LockClient
 from fs.trans import Trans
+from fs.triggers import Triggers
 
 log = logging.getLogger(__name__)
 
 INO_ALLOC_BATCH = 1024
+LOCATE_POLL_S = 0.1  # how often a mount looks for the elected server in the quorum blocks
+# sysfs mount_options that may change at runtime (spec §6.2); others are read-only
+RUNTIME_OPTIONS = frozenset({
+    "data_prealloc_blocks", "data_prealloc_contig_only", "orphan_scan_delay_ms",
+    "quorum_heartbeat_timeout_ms", "ino_alloc_per_lock", "lock_idle_count",
+    "log_merge_wait_timeout_ms",
+})
 
 
 class InoAllocator:
@@ -61,15 +71,23 @@ class Mount:
         self.server = None
         self.client = None
         self.fs = None
+        self.quorum = None
         self.closed = False
+        self.forced = False  # umount -f: leave without commit or farewell
+        self.notifier = None  # fs.vfs.Notifier, set by the daemon
+        self.kernel_inodes: Container[int] = ()  # inos the kernel holds (the daemon sets it)
 
     @classmethod
     async def open(cls, meta_path: str, data_path: str, options: dict[str, Any],
                    nursery: trio.Nursery, *, meta_dev=None, data_dev=None,
-                   connect=None) -> Mount:
+                   connect=None, on_created=None) -> Mount:
         """Assemble the mount.  `meta_dev`/`data_dev` (already open devices) and `connect`
-        (an async function returning a connected Client) let tests run in memory."""
+        (an async function returning a connected Client) let tests run in memory.
+        `on_created(mount)` is called as soon as the mount knows its fsid and rid, before
+        it waits for a quorum: the daemon serves its control socket from then on, so the
+        sysfs view shows a starting server's fence requests."""
         self = cls()
+        self._on_created = on_created
         self.options = dict(options)
         self.nursery = nursery
         self.meta_dev = meta_dev or Device(meta_path)
@@ -86,36 +104,30 @@ class Mount:
         self.sb = sb
         self.fsid = sb.fsid
         self.rid = secrets.randbits(64) or 1
-        cache_blocks = int(self.options.get("cache_blocks", 1024))
+        self.triggers = Triggers()
+        self.quorum = None
+        if self._on_created is not None:
+            self._on_created(self)
+        self.cache_blocks = int(self.options.get("cache_blocks", 1024))
         # parsed nodes cost several times their 64 KiB: keep a quarter as many
-        self.meta_blocks = MetaBlocks(self.meta_dev, sb.fsid, cache_blocks,
-                                      parsed_blocks=max(16, cache_blocks // 4))
+        self.meta_blocks = MetaBlocks(self.meta_dev, sb.fsid, self.cache_blocks,
+                                      parsed_blocks=max(16, self.cache_blocks // 4))
         from fs.client import Client
-        from fs.server import Server
 
         slot = self.options.get("quorum_slot_nr")
         if connect is None:
             if slot is not None:
-                if int(slot) not in sb.quorum_slots:
-                    raise FsError(errno.EINVAL, f"quorum_slot_nr {slot} not configured by mkfs")
-                # Until elections exist (the cluster issue), a quorum member leads.
-                q = sb.quorum_slots[int(slot)]
-                # the server keeps its own block cache, within the same cache_blocks limit
-                self.server = Server(self.meta_dev, self.data_dev, self.counters,
-                                     cache_blocks=cache_blocks)
-                await self.nursery.start(self.server.serve_tcp, q.addr, q.port)
-                addr, port = q.addr, q.port
-            else:
-                q = sb.quorum_slots[min(sb.quorum_slots)]
-                addr, port = q.addr, q.port
-            self.client = await Client.connect_tcp(addr, port, fsid=sb.fsid, rid=self.rid,
-                                                   fmt_vers=sb.fmt_vers,
-                                                   quorum=slot is not None,
-                                                   nursery=self.nursery)
+                await self._start_quorum(int(slot))
+            self.client = Client(fsid=sb.fsid, fmt_vers=sb.fmt_vers, rid=self.rid,
+                                 quorum=slot is not None, locate=self._locate,
+                                 counters=self.counters)
+            await self.client.start(self.nursery)
         else:
             self.client = await connect(self)
 
         self.locks = LockClient(self.client.lock_request)
+        self.locks.idle_count = int(self.options.get("lock_idle_count", 10000))
+        self.locks.start(self.nursery)
         self.forest = Forest(self.meta_blocks, self._get_roots)
         self.trans: Trans | None = None
         self.items = ItemCache(self.forest, lambda: self.trans.seq,
@@ -126,11 +138,13 @@ class Mount:
         self.locks.on_invalidate = self._on_invalidate
         self.locks.on_grant = self.forest.refresh
         self.client.set_invalidate_handler(self.locks.invalidate)
+        self.client.set_recover_handler(self.locks.recover_entries)
+        self.client.set_sync_log_trees_handler(lambda: self.trans.commit(force=True))
         self.inos = InoAllocator(self.client, int(self.options.get("ino_alloc_per_lock",
                                                                    INO_ALLOC_BATCH)))
         self.mctx = MountContext(
             items=self.items, locks=self.locks, trans=self.trans, data_dev=self.data_dev,
-            alloc_ino=self.inos.alloc, statfs=self.client.statfs, fmt_vers=self.sb.fmt_vers,
+            alloc_ino=self.inos.alloc, statfs=self._statfs, fmt_vers=self.sb.fmt_vers,
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
         )
         from fs.filesystem import Filesystem
@@ -140,28 +154,146 @@ class Mount:
         self.nursery.start_soon(self.fs.run)
         log.info("mounted fsid %016x rid %016x", self.fsid, self.rid)
 
+    # ------------------------------------------------------------------ quorum and server
+
+    async def _start_quorum(self, slot: int) -> None:
+        from fs.quorum import QuorumMember, TrioUdp
+
+        if slot not in self.sb.quorum_slots:
+            raise FsError(errno.EINVAL, f"quorum_slot_nr {slot} not configured by mkfs")
+        transport = TrioUdp(self.sb.quorum_slots, slot)
+        await transport.bind()
+        self.quorum = QuorumMember(
+            meta_dev=self.meta_dev, fsid=self.fsid, slots=self.sb.quorum_slots, slot=slot,
+            rid=self.rid,
+            heartbeat_timeout_ms=int(self.options.get("quorum_heartbeat_timeout_ms", 10000)),
+            transport=transport, start_server=self._start_server,
+            stop_server=self._stop_server, counters=self.counters)
+        await self.nursery.start(self.quorum.run)
+
+    async def _locate(self) -> tuple[str, int]:
+        """The elected server's address from the quorum blocks; waits until there is one
+        (a mount that cannot reach a quorum waits here, and can be killed meanwhile)."""
+        from fs.quorum import find_server
+
+        waited = 0.0
+        while True:
+            found = find_server(self.meta_dev, self.fsid, self.sb.quorum_slots)
+            if found is not None:
+                return found.addr, found.port
+            if waited >= 5.0 and waited - LOCATE_POLL_S < 5.0:
+                log.warning("waiting for a quorum to elect a server")
+            await trio.sleep(LOCATE_POLL_S)
+            waited += LOCATE_POLL_S
+
+    async def _start_server(self, term: int, fence_targets) -> None:
+        """We won an election: fence earlier leaders, start the server on our slot's
+        address; returns once it listens (quorum.py awaits it in its own task)."""
+        from fs.server import Server
+
+        q = self.sb.quorum_slots[int(self.options["quorum_slot_nr"])]
+        server = Server(self.meta_dev, self.data_dev, self.counters, term=term,
+                        cache_blocks=self.cache_blocks, triggers=self.triggers,
+                        log_merge_wait_timeout=int(self.options.get(
+                            "log_merge_wait_timeout_ms", 500)) / 1000)
+        self.server = server
+        try:
+            await self.nursery.start(self._run_server, server, q.addr, q.port,
+                                     list(fence_targets))
+        except BaseException:
+            if self.server is server:
+                self.server = None
+            raise
+
+    async def _run_server(self, server, addr: str, port: int, fence_targets, *,
+                          task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await server.serve_tcp(addr, port, fence_targets=fence_targets,
+                                   task_status=task_status)
+        finally:
+            if self.server is server:
+                self.server = None
+                if self.quorum is not None and not self.closed:
+                    self.quorum.server_stopped()
+
+    async def _stop_server(self) -> None:
+        """A higher term demoted us: stop serving at once (no farewell, no merge)."""
+        server, self.server = self.server, None
+        if server is not None:
+            await server.stop()
+
+    # ------------------------------------------------------------------ runtime tunables
+
+    def set_option(self, name: str, text: str) -> None:
+        """A write to sysfs mount_options/<name>: validate, store and apply, or raise
+        FsError(EINVAL) and change nothing."""
+        from fs.options import OptionError, validate
+
+        if name not in RUNTIME_OPTIONS:
+            raise FsError(errno.EACCES if name in self.options else errno.ENOENT,
+                          f"mount option {name} cannot be changed")
+        try:
+            value = validate(name, text.strip())
+        except OptionError as e:
+            raise FsError(errno.EINVAL, str(e)) from None
+        self.options[name] = value
+        if name == "lock_idle_count":
+            self.locks.idle_count = int(value)
+        elif name == "quorum_heartbeat_timeout_ms" and self.quorum is not None:
+            self.quorum.set_heartbeat_timeout_ms(int(value))
+        elif name == "ino_alloc_per_lock":
+            self.inos.batch = int(value)
+        elif name == "log_merge_wait_timeout_ms" and self.server is not None:
+            self.server.log_merge_wait_timeout = int(value) / 1000
+
+    async def _statfs(self) -> dict[str, int]:
+        if self.triggers.fire("statfs_lock_purge"):
+            await self.locks.purge_idle()
+        return await self.client.statfs()
+
     async def _get_roots(self) -> Roots:
         fs_root, logs = await self.client.get_roots()
         return Roots(fs_root, [lt["item_root"] for lt in logs])
 
     async def _on_invalidate(self, lock, old_mode: int, new_mode: int) -> None:
-        """The lock is being weakened: commit what it dirtied, drop what it covered."""
+        """The lock is being weakened: commit what it dirtied, drop what it covered, and
+        queue (never await) the kernel cache invalidations of the inodes it covers."""
         from fs.lock import LOCK_READ, LOCK_WRITE, LOCK_WRITE_ONLY
 
         if old_mode in (LOCK_WRITE, LOCK_WRITE_ONLY) and lock.dirty_trans_seq == self.trans.seq:
             await self.trans.commit()
-        if not (old_mode == LOCK_WRITE and new_mode == LOCK_READ):
-            self.items.invalidate_range(lock.start, lock.end)
+        if old_mode == LOCK_WRITE and new_mode == LOCK_READ:
+            return
+        self.items.invalidate_range(lock.start, lock.end)
+        self.counters.inc("lock_invalidate_drop")
+        if lock.start[0] == fmt.ZONE_FS and self.notifier is not None:
+            # the kernel's cached pages and attributes of these inodes may be stale once
+            # another mount writes: queued to the notifier thread (ARCHITECTURE.md §5)
+            known = self.kernel_inodes
+            for ino in range(lock.start[1], lock.end[1] + 1):
+                if ino in known:
+                    self.notifier.queue_invalidate_inode(ino)
 
     async def sync(self) -> None:
         await self.trans.sync()
 
     async def close(self) -> None:
-        """Commit, say farewell, stop the server and close the devices."""
+        """Commit, say farewell, stop the server and close the devices.  After a forced
+        unmount (`forced`): no commit and no farewell; the mount vanishes as a crashed one
+        would, and the server fences it."""
         if self.closed:
             return
         self.closed = True
         try:
+            if self.forced:
+                log.warning("forced unmount: dropping the open transaction, no farewell")
+                if self.client is not None:
+                    await self.client.abandon()
+                if self.quorum is not None:
+                    await self.quorum.abandon()
+                if self.server is not None:
+                    await self.server.stop()
+                return
             if self.fs is not None:
                 await self.fs.drain_deletions()
             if self.trans is not None:
@@ -170,6 +302,9 @@ class Mount:
             if self.client is not None:
                 await self.client.farewell()
                 await self.client.close()
+            if self.quorum is not None:
+                # stops our server if we lead (STOP, resignation), then END
+                await self.quorum.shutdown()
             if self.server is not None:
                 await self.server.shutdown()
         finally:

@@ -178,7 +178,11 @@ class Trans:
                                                    self.data_alloc.freed.extents())
                 break
             except FsError as e:
-                if self.closed and e.errno in (errno.ENOTCONN, errno.EPIPE):
+                # the client resends across reconnects itself: an error here is the
+                # server's answer, or the client gave up (unmounting, or fenced)
+                gone = self.closed or getattr(self.client, "closed", False) or \
+                    getattr(self.client, "dead", False)
+                if gone and e.errno in (errno.ENOTCONN, errno.EPIPE, errno.ENOLINK):
                     raise
                 log.warning("commit of seq %d failed (%s), retrying", self.seq, e)
                 await trio.sleep(delay)

@@ -4,6 +4,12 @@ One ``Cluster`` is one isolated volume on this host: its own images (or the give
 one meta and one data loop device per mount over the same images, a mount root, a port range and
 a run dir (``SCOUTFS_RUN_DIR``: daemon logs, control sockets, the sysfs view, pid files).
 
+Besides the mount daemons a cluster runs two processes of its own, started before the first
+mount and stopped after the last unmount: the sysfs view (``scoutfs-sysfsd``, a FUSE mount at
+``<run dir>/sys``, exported as ``T_SYSFS_ROOT``/``SCOUTFS_SYSFS_ROOT``) and the fencing agent
+(``scoutfs-fenced``, logging to ``fenced.log``).  Both are recorded for ``--cleanup`` (the
+view's mount lies under the run dir, which cleanup unmounts; both pids are in extra_pids).
+
 Fake mode (``HARNESS_FAKE_CLUSTER=1`` or ``fake=True``) makes mounts plain directories and runs
 no mkfs/mount, so the engine can be developed and tested without a working filesystem.
 """
@@ -16,6 +22,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -115,6 +122,7 @@ class Cluster:
         self.run_dir = Path()
         self.mnt_root = Path()
         self.fenced: subprocess.Popen | None = None
+        self.sysview: subprocess.Popen | None = None
         self._fake_mounted: set[int] = set()
         self.up = False
 
@@ -193,9 +201,12 @@ class Cluster:
         elif self.cfg.mkfs:
             self.mkfs()
         self.up = True
+        # the view and the agent first, as upstream starts fenced before mounting: a mount
+        # that has to fence a leftover leader needs both
+        self._start_sysview()
+        self._start_fenced()
         if mount:
             self.mount_all()
-        self._start_fenced()
 
     def _make_run_dir(self) -> None:
         rid = f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -323,6 +334,69 @@ class Cluster:
         )
         log.close()
         self.record.add("extra_pids", self.fenced.pid)
+
+    def sysview_cmd(self) -> list[str]:
+        """The sysfs view's command line (it names the root, so a leftover view is found by
+        `dv.daemon_pids_for` of that mount point)."""
+        args = ["--root", str(self.sysfs_root), "--run-dir", str(self.run_dir)]
+        exe = REPO / ".venv" / "bin" / "scoutfs-sysfsd"
+        if exe.exists():
+            return [str(exe), *args]
+        return [sys.executable, "-m", "sysview", *args]
+
+    def _start_sysview(self) -> None:
+        """Mount the sysfs view at ``<run dir>/sys`` and wait until it is mounted."""
+        if self.fake:
+            return
+        root = str(self.sysfs_root)
+        # not in record.mounts: it lies under the run dir, which cleanup unmounts anyway
+        env = {**os.environ, **self.process_env()}
+        env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"]
+                                         if env.get("PYTHONPATH") else "")
+        logpath = self.cfg.results / "sysfsd.log"
+        cmd = self.sysview_cmd()
+        self.log("cmd: " + " ".join(cmd))
+        with open(logpath, "a") as log:
+            self.sysview = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                            stdin=subprocess.DEVNULL, start_new_session=True)
+        self.record.add("extra_pids", self.sysview.pid)
+        deadline = time.monotonic() + 30
+        while not dv.is_mounted(root):
+            if self.sysview.poll() is not None or time.monotonic() > deadline:
+                tail = logpath.read_text(errors="replace").strip().splitlines()[-1:] or [""]
+                raise ClusterError(f"the sysfs view did not mount at {root}: {tail[0]}")
+            time.sleep(0.05)
+        self.log(f"sysfs view at {root} (pid {self.sysview.pid})")
+
+    def _stop_process(self, p: subprocess.Popen | None, what: str, wait: float) -> None:
+        """SIGTERM one of our processes and wait for it; SIGKILL if it does not go."""
+        if p is None:
+            return
+        if p.poll() is None:
+            with contextlib.suppress(OSError):
+                p.terminate()
+            try:
+                p.wait(wait)
+            except subprocess.TimeoutExpired:
+                self.log(f"{what} (pid {p.pid}) ignored SIGTERM: killing it")
+                p.kill()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(5)
+        if p.poll() is not None:
+            self.record.remove("extra_pids", p.pid)
+
+    def _stop_sysview(self) -> list[str]:
+        """Stop the view (it unmounts itself); detach its mount if it could not."""
+        if self.fake or self.sysview is None:
+            return []
+        root = str(self.sysfs_root)
+        self._stop_process(self.sysview, "the sysfs view", 10)
+        self.sysview = None
+        if dv.is_mounted(root):
+            run_cmd(["umount", "-l", root], self.log, timeout=30)
+        if dv.is_mounted(root):
+            return [f"could not unmount the sysfs view at {root}"]
+        return []
 
     def mkfs(self) -> None:
         args = [scoutfs_cmd(), "mkfs", "-f", "-A"]
@@ -464,10 +538,8 @@ class Cluster:
     def teardown(self) -> list[str]:
         """Unmount everything, stop daemons, detach loops, remove temp dirs.  Returns problems."""
         problems: list[str] = []
-        if self.fenced and self.fenced.poll() is None:
-            self.fenced.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.fenced.wait(5)
+        self._stop_process(self.fenced, "scoutfs-fenced", 10)
+        self.fenced = None
         if self.fake:
             self._fake_mounted.clear()
         else:
@@ -479,6 +551,7 @@ class Cluster:
                     t.start()
             for t in threads:
                 t.join(90)
+        problems += self._stop_sysview()
         if self.run_dir and self.run_dir != Path():
             dv.save_daemon_logs(self.run_dir, self.cfg.results / "daemon-logs")
         problems += dv.cleanup_from_record(self.record, self.log)

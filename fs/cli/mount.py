@@ -115,6 +115,7 @@ if __name__ == "__main__":
 
 # --------------------------------------------------------------------------- umount helper
 
+FORCE_NOTICE_TIMEOUT_S = 2.0
 UMOUNT_WAIT_S = 120.0
 
 
@@ -143,6 +144,28 @@ def _daemon_pid(mountpoint: str) -> int | None:
     return None
 
 
+def _tell_forced(mountpoint: str) -> None:
+    """Tell the daemon a forced unmount is coming (it then leaves without commit or
+    farewell).  Best effort: a dead or hung daemon is unmounted all the same.  Never stats
+    the mount point (a hung daemon would hang us)."""
+    import json
+    import socket
+
+    from fs.control import find_mount, socket_path
+
+    mi = find_mount(mountpoint)
+    if mi is None:
+        return
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(FORCE_NOTICE_TIMEOUT_S)
+            s.connect(socket_path(mi.major, mi.minor))
+            s.sendall(json.dumps({"op": "force_unmount"}).encode() + b"\n")
+            s.recv(4096)
+    except OSError:
+        pass
+
+
 def umount_helper_main(argv: list[str] | None = None) -> int:
     """Entry point of /sbin/umount.fuse.scoutfs, called by umount(8) as
     ``umount.fuse.scoutfs DIR [-flnrv] [-N ns] [-t type]``.
@@ -167,6 +190,8 @@ def umount_helper_main(argv: list[str] | None = None) -> int:
         return 1
     mnt = paths[0]
     pid = None if "l" in flags else _daemon_pid(mnt)
+    if "f" in flags:
+        _tell_forced(mnt)
     rc = subprocess.call(["umount", "-i", *[o for o in opts if o != "-i"], mnt])
     if rc != 0 or pid is None:
         return rc

@@ -18,6 +18,7 @@ from typing import Any
 from fs import format as fmt
 from fs.counters import Counters
 from fs.errors import FsError
+from fs.triggers import Triggers
 
 
 def _now() -> tuple[int, int]:
@@ -352,13 +353,28 @@ def _read_fsid(path: str) -> int | None:
         return None
 
 
+class _DataDev:
+    """What the sysfs view reads of a data device: its path (data_device_maj_min)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
 class FakeMount:
-    """The `fs.super.Mount` interface over in-memory fakes."""
+    """The `fs.super.Mount` interface over in-memory fakes.
+
+    For the sysfs view (fs/sysfs.py) it has what a client-only mount that does not lead
+    shows: rid, fsid, format_version, data_device_maj_min, counters, mount_options
+    (writable through `set_option`) and debugfs triggers; no quorum/ and no fence/."""
 
     def __init__(self) -> None:
         self.counters = Counters()
         self.options: dict[str, Any] = {}
         self.closed = False
+        self.triggers = Triggers()
+        self.quorum = None
+        self.server = None
+        self.data_dev: _DataDev | None = None
 
     @classmethod
     async def open(cls, meta_path: str, data_path: str, options: dict, nursery) -> FakeMount:
@@ -370,6 +386,7 @@ class FakeMount:
         self.rid = secrets.randbits(64) or 1
         self.sb = fmt.Super(fsid=self.fsid, total_meta_blocks=1 << 16,
                             total_data_blocks=1 << 20, flags=fmt.SUPER_FLAG_META)
+        self.data_dev = _DataDev(data_path)
         self.mctx = make_context()
         self.mctx.fsid, self.mctx.rid = self.fsid, self.rid
         self.mctx.counters = self.counters
@@ -388,6 +405,18 @@ class FakeMount:
         return {"total_meta_blocks": 1 << 16, "free_meta_blocks": 1 << 15,
                 "total_data_blocks": 1 << 20, "free_data_blocks": 1 << 19,
                 "inode_count": len(self.fs.nodes), "next_ino": self.fs.next_ino}
+
+    def set_option(self, name: str, text: str) -> None:
+        """A sysfs mount_options/ write: validated and stored (nothing applies it here)."""
+        from fs.options import OptionError, validate
+        from fs.sysfs import OPTIONS_RW
+
+        if name not in OPTIONS_RW:
+            raise FsError(errno.EACCES if name in self.options else errno.ENOENT)
+        try:
+            self.options[name] = validate(name, text.strip())
+        except OptionError as e:
+            raise FsError(errno.EINVAL, e.message) from None
 
     async def sync(self) -> None:
         await self.mctx.trans.sync()

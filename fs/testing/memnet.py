@@ -1,13 +1,21 @@
-"""An in-memory network for tests: a Server and any number of Clients in one trio process.
+"""An in-memory network for tests: servers and any number of Clients in one trio process.
 
-`MemNet` is a listener the server accepts memory streams from (trio.testing's
-memory_stream_pair); `connect()` gives a client its end.  `start_cluster()` makes the whole
-thing in a nursery.  `check_space()` is the allocator oracle: it walks everything reachable
-from the on-disk super and checks that every block of both devices is exactly one of used,
-free, pending or lent.
+`MemNet` is one server address: a listener the server accepts memory streams from
+(trio.testing's memory_stream_pair); `connect()` gives a client its end, or raises
+ConnectionRefusedError while nobody listens (after the server stopped and before
+`reopen()` lets the next one listen on the same address, as a failover does).
+`start_server()`/`connect_client()`/`start_cluster()` build the pieces in a nursery.
+`check_space()` is the allocator oracle: it walks everything reachable from the on-disk
+super and checks that every block of both devices is exactly one of used, free, pending or
+lent.
+
+Single-threaded (trio); `connect()` never blocks.
 """
 
 from __future__ import annotations
+
+import errno
+import functools
 
 import trio
 import trio.testing
@@ -25,36 +33,66 @@ class MemNet(trio.abc.Listener):
     def __init__(self) -> None:
         self._send, self._recv = trio.open_memory_channel(100)
         self.nr_connects = 0
+        self.closed = False
+        self.client_ends: list[trio.abc.Stream] = []  # every stream handed out (drop_all)
 
     async def accept(self) -> trio.abc.Stream:
+        if self.closed:
+            raise trio.ClosedResourceError("MemNet closed")
         return await self._recv.receive()
 
     async def connect(self) -> trio.abc.Stream:
+        if self.closed:
+            raise ConnectionRefusedError(errno.ECONNREFUSED, "nobody listens on this MemNet")
         client_end, server_end = trio.testing.memory_stream_pair()
-        await self._send.send(server_end)
+        self._send.send_nowait(server_end)
         self.nr_connects += 1
+        self.client_ends.append(client_end)
         return client_end
 
     async def aclose(self) -> None:
-        await self._recv.aclose()
+        """The server stopped listening: streams not yet accepted are refused (closed)."""
+        if self.closed:
+            return
+        self.closed = True
+        while True:
+            try:
+                stream = self._recv.receive_nowait()
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.EndOfChannel):
+                break
+            await stream.aclose()
+
+    def reopen(self) -> None:
+        """Listen again (the next server on the same address)."""
+        self._send, self._recv = trio.open_memory_channel(100)
+        self.closed = False
+
+    async def drop_all(self) -> None:
+        """Break every connection made so far from the client side (a network blip)."""
+        ends, self.client_ends = self.client_ends, []
+        for s in ends:
+            await s.aclose()
 
 
 async def start_server(nursery: trio.Nursery, meta_dev, data_dev, *,
                        counters: Counters | None = None, net: MemNet | None = None,
-                       **kwargs) -> tuple[Server, MemNet]:
+                       fence_targets=(), **kwargs) -> tuple[Server, MemNet]:
     """A running Server on a MemNet (kwargs go to Server: recovery_timeout, ...)."""
     net = net or MemNet()
+    if net.closed:
+        net.reopen()
     server = Server(meta_dev, data_dev, counters, **kwargs)
-    await nursery.start(server.serve, net)
+    await nursery.start(functools.partial(server.serve, net, fence_targets=fence_targets))
     return server, net
 
 
 async def connect_client(nursery: trio.Nursery, net: MemNet, sb: fmt.Super, *,
-                         rid: int | None = None, quorum: bool = False) -> Client:
-    """A greeted Client of the server behind net."""
-    stream = await net.connect()
-    return await Client.connect_stream(stream, fsid=sb.fsid, fmt_vers=sb.fmt_vers,
-                                       nursery=nursery, rid=rid, quorum=quorum)
+                         rid: int | None = None, quorum: bool = False,
+                         counters: Counters | None = None) -> Client:
+    """A greeted Client of the server behind net (it reconnects to net after drops)."""
+    client = Client(sb.fsid, sb.fmt_vers, rid, quorum, connect=net.connect, counters=counters)
+    await client.start(nursery)
+    return client
 
 
 async def start_cluster(nursery: trio.Nursery, meta_dev, data_dev, nr_clients: int, **kwargs

@@ -1,7 +1,11 @@
 """Shared helpers and fixtures of the mounted tests (real daemons through FUSE).
 
 `Env` makes volumes with `scoutfs mkfs -A` on sparse image files and mounts them with the
-real daemon; the `env` fixture unmounts and kills what a test started even when it fails.
+real daemon; the `env` fixture also runs, as the harness does, the sysfs view
+(``scoutfs-sysfsd``, mounted at ``<root>/sys`` = ``SCOUTFS_SYSFS_ROOT`` of every process the
+test starts) and the fencing agent (``scoutfs-fenced`` with tests/fenced-local-force-unmount.sh,
+logging to ``<root>/fenced.log``: a server fences a mount that died before it reclaims it),
+and unmounts and kills what a test started, those two included, even when it fails.
 Test modules import the helpers with ``from conftest import ...``.
 """
 
@@ -21,6 +25,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 PY = sys.executable
+FENCE_SCRIPT = REPO / "tests" / "fenced-local-force-unmount.sh"
 
 
 def _fuse_usable() -> bool:
@@ -43,11 +48,97 @@ class Env:
     def __init__(self, root: Path, fake: bool):
         self.root = root
         self.run = root / "run"
-        self.env = dict(os.environ, PYTHONPATH=str(REPO), SCOUTFS_RUN_DIR=str(self.run))
+        self.sys = root / "sys"  # the sysfs view's root
+        self.env = dict(os.environ, PYTHONPATH=str(REPO), SCOUTFS_RUN_DIR=str(self.run),
+                        SCOUTFS_SYSFS_ROOT=str(self.sys))
         self.env.pop("SCOUTFS_FAKE_MOUNT", None)
         if fake:
             self.env["SCOUTFS_FAKE_MOUNT"] = "1"
         self.mounts: list[Path] = []
+        self.view: subprocess.Popen | None = None
+        self.fenced: subprocess.Popen | None = None
+
+    # -- the sysfs view
+    def start_view(self, timeout: float | None = None) -> None:
+        """Mount the sysfs view at `self.sys` and wait until it is mounted."""
+        args = [PY, "-m", "sysview", "--root", str(self.sys), "--run-dir", str(self.run)]
+        if timeout is not None:
+            args += ["--timeout", str(timeout)]
+        log = self.root / "sysfsd.log"
+        with open(log, "a") as f:
+            self.view = subprocess.Popen(args, env=self.env, stdout=f, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not is_mounted(self.sys):
+            assert self.view.poll() is None, f"the sysfs view exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"the sysfs view did not mount: {log.read_text()}"
+            time.sleep(0.02)
+
+    def stop_view(self) -> None:
+        """SIGTERM the view (it unmounts itself); detach and kill it if it does not go."""
+        p, self.view = self.view, None
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+        if is_mounted(self.sys):
+            subprocess.run(["umount", "-l", str(self.sys)], capture_output=True, timeout=30)
+
+    # -- the fencing agent
+    def start_fenced(self, delay: float = 1.0) -> None:
+        conf = self.root / "scoutfs-fenced.conf"
+        conf.write_text(f"SCOUTFS_FENCED_DELAY={delay}\nSCOUTFS_FENCED_RUN={FENCE_SCRIPT}\n"
+                        'SCOUTFS_FENCED_RUN_ARGS="ignored run args"\n')
+        self.env["SCOUTFS_FENCED_CONFIG_FILE"] = str(conf)
+        with open(self.root / "fenced.log", "a") as f:
+            self.fenced = subprocess.Popen([PY, "-m", "fs.cli.fenced"], env=self.env, stdout=f,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                           start_new_session=True)
+
+    def stop_fenced(self) -> None:
+        p, self.fenced = self.fenced, None
+        if p is not None and p.poll() is None:
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+    def ping(self, mnt: Path) -> dict:
+        """The mount daemon's answer to ``ping`` (fsid, rid, pid), asked in-process over its
+        control socket (faster than the CLI's start-up)."""
+        import json
+
+        from fs.control import socket_path
+
+        st = os.stat(mnt)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(30)
+            s.connect(socket_path(os.major(st.st_dev), os.minor(st.st_dev), str(self.run)))
+            s.sendall(b'{"op": "ping"}\n')
+            buf = b""
+            while b"\n" not in buf:
+                chunk = s.recv(4096)
+                assert chunk, "the daemon closed the control connection"
+                buf += chunk
+        return json.loads(buf)
+
+    def ident(self, mnt: Path) -> str:
+        """``f.<fsid6>.r.<rid6>`` of a mount (t_ident_from_mnt)."""
+        from fs.sysfs import ident
+
+        r = self.ping(mnt)
+        return ident(int(r["fsid"]), int(r["rid"]))
+
+    def sysfs_path(self, mnt: Path) -> Path:
+        return self.sys / "fs" / "scoutfs" / self.ident(mnt)
+
+    def debugfs_path(self, mnt: Path) -> Path:
+        return self.sys / "kernel" / "debug" / "scoutfs" / self.ident(mnt)
 
     def scoutfs(self, *args, cwd=None, check=False, timeout=60, **kw):
         p = subprocess.run([PY, "-m", "fs.cli.main", *map(str, args)], env=self.env, cwd=cwd,
@@ -86,19 +177,23 @@ class Env:
         return out
 
     def cleanup(self) -> None:
-        for mnt in reversed(self.mounts):
-            if is_mounted(mnt):
-                subprocess.run(["umount", str(mnt)], capture_output=True, timeout=30)
-            if is_mounted(mnt):
-                subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
-        deadline = time.monotonic() + 10
-        while self.daemon_pids() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        for pid in self.daemon_pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        try:
+            self.stop_fenced()
+            for mnt in reversed(self.mounts):
+                if is_mounted(mnt):
+                    subprocess.run(["umount", str(mnt)], capture_output=True, timeout=30)
+                if is_mounted(mnt):
+                    subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+            deadline = time.monotonic() + 10
+            while self.daemon_pids() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for pid in self.daemon_pids():
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        finally:
+            self.stop_view()
 
 
 def mountinfo_line(mnt: Path) -> list[str] | None:
@@ -146,6 +241,8 @@ def root_dir():
 def env(root_dir):
     e = Env(root_dir, FAKE)
     try:
+        e.start_view()
+        e.start_fenced()
         yield e
     finally:
         e.cleanup()

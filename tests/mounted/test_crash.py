@@ -569,7 +569,10 @@ if __name__ != "__main__":
         # ------------------------------------------------------------ mount / unmount
 
         def mount(self) -> None:
-            p = self.env.mount(self.meta, self.data, self.mnt)
+            # after a kill -9 the quorum blocks show our dead incarnation leading: the
+            # shortest heartbeat timeout bounds the wait before the new election
+            p = self.env.mount(self.meta, self.data, self.mnt,
+                               extra="quorum_heartbeat_timeout_ms=2000")
             assert p.returncode == 0, f"mount failed: {p.stderr}\n{self.daemon_log()}"
             assert is_mounted(self.mnt)
 

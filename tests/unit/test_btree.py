@@ -353,7 +353,8 @@ class BtreeModel(RuleBasedStateMachine):
 
     def __init__(self):
         super().__init__()
-        self.vol = Volume(600)
+        # two versions of a tree of ~350 items of 100 B in 400 B blocks, plus delayed reuse
+        self.vol = Volume(2000)
         self.tree = Btree(self.vol.blocks, EMPTY_ROOT, capacity=self.cap)
         self.model: dict = {}
         self.prev: tuple[BtreeRoot, dict] | None = None  # last committed root and contents

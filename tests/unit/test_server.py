@@ -289,7 +289,7 @@ def test_space_accounting_after_many_cycles():
                 m.write(items)
                 await m.commit()
                 if gen % 5 == 4:
-                    server.force_finalize_ours = True
+                    server.triggers.set("log_merge_force_finalize_ours", 1)
                 if gen % 7 == 6:
                     await server.merge_now()
                 st = await m.client.statfs()
@@ -361,10 +361,10 @@ def test_merge_of_finalized_trees_matches_model():
                         model[k] = v
                 m.write(items)
                 if gen in (2, 5):
-                    server.force_finalize_ours = True
+                    server.triggers.set("log_merge_force_finalize_ours", 1)
                 await m.commit()
                 if gen in (2, 5):
-                    assert server.force_finalize_ours is False
+                    assert server.triggers.get("log_merge_force_finalize_ours") == 0
                     assert m.lt.nr == (1 if gen == 2 else 2)
                 if gen == 5:
                     # two finalized trees wait (the worker may have merged the first)
@@ -403,14 +403,14 @@ def test_merge_tombstones():
             await b.begin()
             # fs_root gets k1 and k2
             a.write({ikey(1): b"one", ikey(2): b"two"})
-            server.force_finalize_ours = True
+            server.triggers.set("log_merge_force_finalize_ours", 1)
             await a.commit()
             await server.merge_now()
             # b (an open tree) has an older k3; a deletes k1 and k3 and finalizes
             b.write({ikey(3): b"three"})
             await b.commit()
             a.write({ikey(1): None, ikey(3): None})
-            server.force_finalize_ours = True
+            server.triggers.set("log_merge_force_finalize_ours", 1)
             await a.commit()
             await server.merge_now()
             fs_root, logs = await a.client.get_roots()
@@ -499,13 +499,22 @@ def test_reclaim_of_vanished_rid_after_recovery_timeout():
             counters = Counters()
             server, net = await start_server(nursery, meta, data, counters=counters,
                                              recovery_timeout=30.0)
-            assert server._recovery_pending == {state["rid"]}
+            assert server.recovering == {state["rid"]}
             other = await connect_client(nursery, net, sb)
             await trio.sleep(29)
-            assert counters.get("reclaimed_open_logs") == 0
+            assert server.fence_requests == {}
             await trio.sleep(2)
+            # not recovered in time: fenced first, reclaimed only once the agent says so
+            req = server.fence_requests[state["rid"]]
+            assert req.reason == "client_recovery" and not req.fenced
+            await trio.sleep(5)
+            assert req.elapsed_secs() == 6  # requested at 30 s, now 36 s
+            assert counters.get("reclaimed_open_logs") == 0
+            assert server.recovering == {state["rid"]}
+            server.answer_fence(state["rid"], fenced=True)
             await trio.testing.wait_all_tasks_blocked()
             assert counters.get("reclaimed_open_logs") == 1
+            assert server.fence_requests == {} and server.recovering == set()
             await server.merge_now()
             sb2 = read_super(meta)
             blocks = MetaBlocks(meta, sb.fsid)
@@ -535,12 +544,16 @@ def test_reconnect_timeout_reclaims_a_dropped_client():
             m = FakeMount(await connect_client(nursery, net, sb), meta)
             await m.begin()
             rid = m.client.rid
-            await m.client.close()  # gone without a farewell
+            await m.client.abandon()  # gone without a farewell
             await trio.sleep(19)
-            assert server.mounted.lookup(fmt.mounted_client_key(rid)) is not None
+            assert server.fence_requests == {}
             await trio.sleep(2)
+            assert server.fence_requests[rid].reason == "client_reconnect"
+            assert server.mounted.lookup(fmt.mounted_client_key(rid)) is not None
+            server.answer_fence(rid, fenced=True)
             await trio.testing.wait_all_tasks_blocked()
             assert server.mounted.lookup(fmt.mounted_client_key(rid)) is None
+            assert server.fence_requests == {}
             assert check_space(meta)["problems"] == []
             nursery.cancel_scope.cancel()
 
@@ -606,9 +619,11 @@ def test_lock_server_state_machine():
             assert server.locks[K].granted == {1: R, 2: R}
             # rid 1 upgrades to WRITE: rid 2's READ is invalidated to NULL, rid 1 keeps READ
             nursery.start_soon(req, "a2", 1, R, W)
-            # then rid 2 asks for READ again: queued behind the upgrade (arrival order)
+            # then rid 2 asks for READ again: queued behind the upgrade (arrival order).
+            # It says it holds READ (a request with old_mode NULL would tell the server
+            # it already dropped it: an implied answer to the invalidation)
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(req, "b2", 2, N, R)
+            nursery.start_soon(req, "b2", 2, R, R)
             await trio.testing.wait_all_tasks_blocked()
             assert fake.sent == [(2, K, R, N)]
             assert "a2" not in grants and "b2" not in grants
@@ -742,7 +757,7 @@ def test_extent_lists_settle_with_tiny_list_blocks(monkeypatch):
                 m.write({ikey(rng.randrange(5000)): rng.randbytes(3000) for _ in range(40)})
                 await m.commit()
                 if gen % 6 == 5:
-                    server.force_finalize_ours = True
+                    server.triggers.set("log_merge_force_finalize_ours", 1)
                     await server.merge_now()
                 chk = check_space(meta)
                 assert chk["problems"] == [], chk["problems"]

@@ -1,0 +1,169 @@
+#
+# ACLs, link counts and sizes changed on one mount are seen at once by
+# every other mount.  Each mount in turn is the writer: in its own round
+# directory it sets and removes access and default ACLs (getfacl and the
+# access they grant to another uid must be the same from every mount),
+# adds and removes hard links (every name's link count everywhere), and
+# truncates and extends a file (size and contents everywhere).
+#
+# Each round's output goes to a file; the first round is printed and any
+# other round that differs is shown as a diff, so the golden holds one
+# round whatever the number of mounts.
+#
+
+t_require_commands setfacl getfacl setpriv stat ln rm truncate dd md5sum cat diff
+t_require_mounts 2
+
+umask 022
+
+AS_U2="setpriv --reuid=22222 --regid=44444 --clear-groups"
+
+mnt_dir()
+{
+	eval echo "\$T_D$1"
+}
+
+# views of mount $1, relative to the round dir
+acl()
+{
+	(cd "$(mnt_dir "$1")/round.$w" && getfacl -n -p "${@:2}" 2>&1)
+}
+
+access()
+{
+	local d
+	local p
+	d="$(mnt_dir "$1")/round.$w"
+
+	for p in "${@:2}"; do
+		if $AS_U2 cat "$d/$p" > /dev/null 2>&1; then
+			echo "$p: 22222 can read"
+		else
+			echo "$p: 22222 cannot read"
+		fi
+		if $AS_U2 bash -c ": >> '$d/$p'" > /dev/null 2>&1; then
+			echo "$p: 22222 can append"
+		else
+			echo "$p: 22222 cannot append"
+		fi
+	done
+}
+
+links()
+{
+	(cd "$(mnt_dir "$1")/round.$w" && stat -c '%n %h %i' "${@:2}" 2>&1) | \
+		awk '{ if (NF == 3) { if (!($3 in s)) s[$3] = ++n; $3 = "inode" s[$3] } print }'
+}
+
+data()
+{
+	(cd "$(mnt_dir "$1")/round.$w" && stat -c '%n %s %b' "${@:2}" 2>&1 && md5sum "${@:2}" 2>&1)
+}
+
+# run view function $2 (with args) on every mount after step $1: print
+# the writer's output and the output of any mount that differs
+check()
+{
+	local step="$1"
+	local fn="$2"
+	local wv
+	local v
+	local m
+	shift 2
+
+	wv=$("$fn" "$w" "$@")
+	echo "-- $step"
+	echo "$wv"
+	for m in $(t_fs_nrs); do
+		v=$("$fn" "$m" "$@")
+		if [ "$v" != "$wv" ]; then
+			echo "-- $step: mount $m differs:"
+			echo "$v"
+		fi
+	done
+}
+
+round()
+{
+	local d
+	d="$(mnt_dir "$w")/round.$w"
+
+	echo "== access ACLs"
+	mkdir "$d"
+	echo data > "$d/file"
+	chmod 0600 "$d/file"
+	check mode-0600 access file
+	setfacl -m u:22222:r "$d/file"
+	check acl-read acl file
+	check acl-read access file
+	setfacl -m u:22222:rw "$d/file"
+	check acl-rw access file
+	setfacl -m m::r "$d/file"
+	check mask acl file
+	check mask access file
+	chmod 0660 "$d/file"
+	check chmod-mask acl file
+	setfacl -b "$d/file"
+	check removed acl file
+	check removed access file
+
+	echo "== default ACLs"
+	mkdir "$d/dir"
+	setfacl -d -m u:22222:rw "$d/dir"
+	check default acl dir
+	echo inherited > "$d/dir/new"
+	check inherited acl dir/new
+	check inherited access dir/new
+	setfacl -k "$d/dir"
+	echo plain > "$d/dir/plain"
+	check no-default acl dir dir/plain
+
+	echo "== hard links"
+	echo linked > "$d/a"
+	ln "$d/a" "$d/b"
+	ln "$d/a" "$d/dir/c"
+	check linked links a b dir/c
+	rm "$d/b"
+	check unlinked links a dir/c
+	mv "$d/dir/c" "$d/c"
+	check renamed links a c dir
+	mkdir "$d/dir/sub"
+	check subdir links . dir dir/sub
+	rm "$d/a"
+	check last-link links c
+	rmdir "$d/dir/sub"
+	check rmdir links dir
+
+	echo "== truncate and extend"
+	yes 'size test data' | head -c 12288 > "$d/sized"
+	check written data sized
+	truncate -s 100 "$d/sized"
+	check shrunk data sized
+	truncate -s 8192 "$d/sized"
+	check extended data sized
+	dd if=/dev/zero of="$d/sized" bs=1 count=1 seek=1000000 conv=notrunc status=none
+	check sparse data sized
+	truncate -s 4097 "$d/sized"
+	check cut data sized
+	: > "$d/sized"
+	check emptied data sized
+
+	rm -rf "$d"
+	for m in $(t_fs_nrs); do
+		test -e "$(mnt_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
+	done
+}
+
+for w in $(t_fs_nrs); do
+	round > "$T_TMP.round.$w" 2>&1
+done
+
+cat "$T_TMP.round.0"
+for w in $(t_fs_nrs); do
+	if ! diff -u "$T_TMP.round.0" "$T_TMP.round.$w" > "$T_TMP.diff.$w"; then
+		echo "== round with mount $w writing differs from mount 0's"
+		cat "$T_TMP.diff.$w"
+	fi
+done
+
+t_pass
