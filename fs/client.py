@@ -45,7 +45,7 @@ from fs.net import Cmd, Connection, ConnectionLost
 
 log = logging.getLogger(__name__)
 
-InvalidateHandler = Callable[[fmt.Key, int], Awaitable[None]]
+InvalidateHandler = Callable[[fmt.Key, int, int], Awaitable[None]]
 RecoverHandler = Callable[[], Any]  # -> list of {"key", "mode", "write_seq"} (or awaitable)
 Locate = Callable[[], Awaitable[tuple[str, int]]]
 ConnectFn = Callable[[], Awaitable[trio.abc.Stream]]
@@ -91,6 +91,7 @@ class Client:
         self.farewell_done = False
         self._rid_gone = False
         self._invalidate: InvalidateHandler | None = None
+        self._note_invalidation: Callable[[fmt.Key], None] | None = None
         self._recover: RecoverHandler | None = None
         self._sync_log_trees: Callable[[], Awaitable[Any]] | None = None
         self._ordered: net.OrderedQueues = {}  # LOCK requests per key, across connections
@@ -158,7 +159,7 @@ class Client:
     def _new_conn(self, stream: trio.abc.Stream) -> Connection:
         conn = Connection(stream, name=f"client {self.rid:016x}",
                           task_nursery=self._nursery, ordered=self._ordered)
-        conn.register(Cmd.LOCK, self._on_lock, order=lambda p: tuple(p["key"]))
+        conn.register(Cmd.LOCK, self._on_lock, order=self._lock_order)
         conn.register(Cmd.LOCK_RECOVER, self._on_lock_recover)
         conn.register(Cmd.SYNC_LOG_TREES, self._on_sync_log_trees)
         return conn
@@ -358,10 +359,21 @@ class Client:
 
     # ------------------------------------------------------------------ server requests
 
-    def set_invalidate_handler(self, fn: InvalidateHandler) -> None:
-        """`await fn(key, new_mode)` serves the server's invalidation of the lock starting
-        at key; the response goes back when it returns."""
+    def set_invalidate_handler(self, fn: InvalidateHandler,
+                               note: Callable[[fmt.Key], None] | None = None) -> None:
+        """`await fn(key, new_mode, old_mode)` serves the server's invalidation of the lock
+        starting at key; the response goes back when it returns.  `note(key)` is called
+        synchronously as each invalidation arrives, before it waits its turn behind earlier
+        ones of the same lock (LockClient.note_invalidation: a request whose grant crosses
+        an invalidation needs to know one is coming)."""
         self._invalidate = fn
+        self._note_invalidation = note
+
+    def _lock_order(self, p: dict) -> tuple:
+        key = tuple(p["key"])
+        if self._note_invalidation is not None:
+            self._note_invalidation(net.key_from_wire(p["key"]))
+        return key
 
     def set_recover_handler(self, fn: RecoverHandler) -> None:
         """`fn()` returns the locks this mount holds for a new server's LOCK_RECOVER:
@@ -378,7 +390,7 @@ class Client:
         key = net.key_from_wire(p["key"])
         new_mode = int(p["new_mode"])
         if self._invalidate is not None:
-            await self._invalidate(key, new_mode)
+            await self._invalidate(key, new_mode, int(p.get("old_mode", new_mode)))
         return {"key": list(key), "mode": new_mode}
 
     async def _on_lock_recover(self, p: dict) -> dict:

@@ -464,8 +464,12 @@ async def _write_segs(mctx, segs: list[_Seg], mv: memoryview, offset: int, end: 
         await _dev_write(mctx, dev_off, buf)
 
 
-async def write(mctx, ino: int, offset: int, data, ctx) -> int:
-    """Write data at offset; returns the bytes written (all of them, or an error)."""
+async def write(mctx, ino: int, offset: int, data, ctx, append: bool = False) -> int:
+    """Write data at offset; returns the bytes written (all of them, or an error).
+
+    `append` (the file was opened O_APPEND) writes at the size the inode has under its
+    cluster lock: the kernel's offset comes from its cached size, which another mount's
+    appends may have made stale."""
     mv = memoryview(data)
     if mv.ndim != 1 or mv.itemsize != 1:
         mv = mv.cast("B")
@@ -474,16 +478,20 @@ async def write(mctx, ino: int, offset: int, data, ctx) -> int:
         raise FsError(errno.EINVAL)
     if n == 0:
         return 0
-    end = offset + n
-    if end > fmt.MAX_FILE_SIZE:
+    if offset + n > fmt.MAX_FILE_SIZE and not append:
         raise FsError(errno.EFBIG)
-    first = offset >> BLOCK_SHIFT
-    last = (end - 1) >> BLOCK_SHIFT
     async with inode_rwsem(mctx, ino, exclusive=True), \
             mctx.locks.inodes([ino], LOCK_WRITE) as locks:
         lock = locks[ino]
         async with inode_mod.index_lock(mctx) as ilock:
             inode = await inode_mod.load_inode(mctx, ino, lock)
+            if append:
+                offset = inode.size
+            end = offset + n
+            if end > fmt.MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG)
+            first = offset >> BLOCK_SHIFT
+            last = (end - 1) >> BLOCK_SHIFT
             _check_regular(inode)
             _check_retention(inode)
             if inode.offline_blocks:

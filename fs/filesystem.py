@@ -145,8 +145,9 @@ class Filesystem:
         if inode.nlink == 0:
             self._unlinked.add(inode.ino)
 
-    def _write_orphan(self, inode: fmt.Inode, olock) -> None:
-        self.mctx.items.update(fmt.orphan_key(inode.ino), b"", olock)
+    def _write_orphan(self, inode: fmt.Inode, olock, lock) -> None:
+        """The orphan item of an inode whose last link went (`lock`: its WRITE lock)."""
+        self.mctx.items.update(fmt.orphan_key(inode.ino), b"", olock, primary=lock)
         self._unlinked.add(inode.ino)
 
     async def _load_dir(self, ino: int, lock) -> fmt.Inode:
@@ -346,7 +347,7 @@ class Filesystem:
                 raise FsError(errno.EEXIST)
             now = mctx.now()
             if inode.nlink == 0:  # an O_TMPFILE inode gets its first name
-                mctx.items.delete(fmt.orphan_key(ino), olock)
+                mctx.items.delete(fmt.orphan_key(ino), olock, primary=locks[ino])
                 self._unlinked.discard(ino)
             inode.nlink += 1
             inode.ctime = now
@@ -400,7 +401,7 @@ class Filesystem:
                         inode.nlink -= 1
                     inode.ctime = now
                     if inode.nlink == 0:
-                        self._write_orphan(inode, olock)
+                        self._write_orphan(inode, olock, locks[d.ino])
                     store_inode(mctx, inode, locks[d.ino], ilock)
                     store_inode(mctx, pdir, locks[parent], ilock)
                 return
@@ -526,7 +527,7 @@ class Filesystem:
             else:
                 tinode.nlink -= 1
             if tinode.nlink == 0:
-                self._write_orphan(tinode, olock)
+                self._write_orphan(tinode, olock, locks[tinode.ino])
         for i in inos:
             store_inode(mctx, inodes[i], locks[i], ilock)
 
@@ -618,8 +619,9 @@ class Filesystem:
     async def read(self, ino: int, offset: int, size: int) -> bytes:
         return await self._data().read(self.mctx, ino, offset, size)
 
-    async def write(self, ino: int, offset: int, data, ctx: Ctx | None = None) -> int:
-        return await self._data().write(self.mctx, ino, offset, data, ctx)
+    async def write(self, ino: int, offset: int, data, ctx: Ctx | None = None,
+                    append: bool = False) -> int:
+        return await self._data().write(self.mctx, ino, offset, data, ctx, append=append)
 
     async def fsync(self, ino: int, datasync: bool) -> None:
         await self._data().fsync(self.mctx, ino, datasync)
@@ -692,7 +694,7 @@ class Filesystem:
             if fsinode.is_lnk(inode):
                 fsdir.delete_symlink(mctx, ino, inode.size, lock)
             fsinode.delete_inode_items(mctx, inode, lock, ilock)
-            mctx.items.delete(fmt.orphan_key(ino), olock)
+            mctx.items.delete(fmt.orphan_key(ino), olock, primary=lock)
         self._unlinked.discard(ino)
         mctx.counters.inc("inode_deleted")
         return True

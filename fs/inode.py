@@ -158,13 +158,13 @@ def store_inode(mctx, inode: fmt.Inode, lock, index_lock) -> None:
     if new or inode.meta_seq != seq:
         if not new:
             items.delete(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, inode.meta_seq, ino),
-                         index_lock)
-        items.update(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, seq, ino), b"", index_lock)
+                         index_lock, primary=lock)
+        items.update(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, seq, ino), b"", index_lock, primary=lock)
     if is_reg(inode) and (new or old_data != inode.data_seq):
         if not new:
-            items.delete(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, old_data, ino), index_lock)
+            items.delete(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, old_data, ino), index_lock, primary=lock)
         items.update(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, inode.data_seq, ino), b"",
-                     index_lock)
+                     index_lock, primary=lock)
     inode.meta_seq = seq
     items.update(fmt.inode_key(ino), fmt.pack_inode(inode), lock)
 
@@ -175,10 +175,10 @@ def delete_inode_items(mctx, inode: fmt.Inode, lock, index_lock) -> None:
     _pending_data_seqs(mctx).pop(ino, None)
     if inode.meta_seq:
         mctx.items.delete(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, inode.meta_seq, ino),
-                          index_lock)
+                          index_lock, primary=lock)
     if is_reg(inode):
         mctx.items.delete(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, inode.data_seq, ino),
-                          index_lock)
+                          index_lock, primary=lock)
     mctx.items.delete(fmt.inode_key(ino), lock)
 
 

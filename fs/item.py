@@ -172,11 +172,19 @@ class ItemCache:
 
     # ------------------------------------------------------------- writes
 
-    def _write(self, key: fmt.Key, value: bytes, deleted: bool, lock) -> None:
+    def _write(self, key: fmt.Key, value: bytes, deleted: bool, lock, primary=None) -> None:
         self._check(key, lock)
         if lock.mode not in (2, 3):  # WRITE, WRITE_ONLY
             raise AssertionError(f"write of {fmt.format_key(key)} under {lock}")
-        seq = max(self._trans_seq(), lock.write_seq)
+        # Versions of one key written by different mounts are ordered by seq (newest wins
+        # in reads and merges).  Under a WRITE lock the grant order does it: our write_seq
+        # is newer than any other mount's.  WRITE_ONLY locks are held by several mounts at
+        # once, so an item owned by an inode (its seq index and orphan items) takes the
+        # write_seq of the inode's WRITE lock too: a mount deleting the index item another
+        # mount wrote holds the inode lock granted after that mount's (scoutfs's "primary"
+        # lock of item_create_force/item_delete_force).
+        seq = max(self._trans_seq(), lock.write_seq,
+                  primary.write_seq if primary is not None else 0)
         old = self.cache.get(key)
         if old is not None and old.dirty:
             self.dirty_bytes -= len(old.value)
@@ -185,15 +193,15 @@ class ItemCache:
         self.dirty_bytes += len(value) + fmt.BTREE_ENTRY_OVERHEAD
         lock.dirty_trans_seq = self._trans_seq()
 
-    def update(self, key: fmt.Key, value: bytes, lock) -> None:
-        """Create or replace the item at key."""
+    def update(self, key: fmt.Key, value: bytes, lock, primary=None) -> None:
+        """Create or replace the item at key (`primary`: see `_write`)."""
         if len(value) > fmt.MAX_VAL_SIZE:
             raise FsError(errno.EINVAL, "item value too large")
-        self._write(key, value, False, lock)
+        self._write(key, value, False, lock, primary)
 
-    def delete(self, key: fmt.Key, lock) -> None:
+    def delete(self, key: fmt.Key, lock, primary=None) -> None:
         """Delete the item at key (a tombstone hides older versions on disk)."""
-        self._write(key, b"", True, lock)
+        self._write(key, b"", True, lock, primary)
 
     # ------------------------------------------------------------- commit support
 

@@ -33,6 +33,7 @@ from fs.triggers import Triggers
 log = logging.getLogger(__name__)
 
 INO_ALLOC_BATCH = 1024
+NOTIFY_WAIT_S = 1.0  # longest an invalidation waits for its kernel cache notifications
 LOCATE_POLL_S = 0.1  # how often a mount looks for the elected server in the quorum blocks
 # sysfs mount_options that may change at runtime (spec §6.2); others are read-only
 RUNTIME_OPTIONS = frozenset({
@@ -137,7 +138,8 @@ class Mount:
         await self.trans.start()
         self.locks.on_invalidate = self._on_invalidate
         self.locks.on_grant = self.forest.refresh
-        self.client.set_invalidate_handler(self.locks.invalidate)
+        self.client.set_invalidate_handler(self.locks.invalidate,
+                                           note=self.locks.note_invalidation)
         self.client.set_recover_handler(self.locks.recover_entries)
         self.client.set_sync_log_trees_handler(lambda: self.trans.commit(force=True))
         self.inos = InoAllocator(self.client, int(self.options.get("ino_alloc_per_lock",
@@ -270,9 +272,20 @@ class Mount:
             # the kernel's cached pages and attributes of these inodes may be stale once
             # another mount writes: queued to the notifier thread (ARCHITECTURE.md §5)
             known = self.kernel_inodes
+            queued = 0
             for ino in range(lock.start[1], lock.end[1] + 1):
                 if ino in known:
                     self.notifier.queue_invalidate_inode(ino)
+                    queued += 1
+            # The kernel trusts cached sizes for up to a jiffy even with attr timeouts of
+            # 0: once we reply, another mount's append can return before our reader's next
+            # read, which must not stop at the old size.  So the reply waits for the queued
+            # notifications, bounded (see Notifier.flush): a notification stuck behind a
+            # request that waits for this lock costs a stall, never a deadlock.
+            if queued and not await self.notifier.flush(NOTIFY_WAIT_S):
+                self.counters.inc("lock_invalidate_notify_timeout")
+                log.warning("kernel cache notifications of %s took over %.1fs: replying",
+                            fmt.format_key(lock.start), NOTIFY_WAIT_S)
 
     async def sync(self) -> None:
         await self.trans.sync()

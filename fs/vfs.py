@@ -91,6 +91,17 @@ class Notifier:
     def queue_invalidate_entry(self, parent: int, name: bytes, deleted: int = 0) -> None:
         self._q.put(("entry", int(parent), bytes(name), int(deleted)))
 
+    async def flush(self, timeout: float) -> bool:
+        """Wait, at most `timeout` seconds, until everything queued so far was handed to
+        the kernel; returns whether it was.  Bounded on purpose: a notification can block
+        on a page a request holds while it waits for the very lock being invalidated, and
+        then the caller goes on after the timeout instead of deadlocking."""
+        if self._thread is None:
+            return True
+        done = threading.Event()
+        self._q.put(("mark", done))
+        return await trio.to_thread.run_sync(done.wait, timeout)
+
     def start(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="scoutfs-notifier",
@@ -108,6 +119,9 @@ class Notifier:
             req = self._q.get()
             if req is None:
                 return
+            if req[0] == "mark":
+                req[1].set()
+                continue
             try:
                 if req[0] == "inode":
                     pyfuse3.invalidate_inode(req[1], req[2])
@@ -137,6 +151,7 @@ class ScoutfsOperations(pyfuse3.Operations):
         self.notifier = notifier or Notifier()
         self.lookups: dict[int, int] = {}  # ino -> kernel lookup count
         self.handles: dict[int, tuple[int, Any]] = {}  # fh -> (ino, opener's Ctx)
+        self.append_fhs: set[int] = set()  # handles opened O_APPEND
         self._next_fh = 1
         self._forget_send, self._forget_recv = trio.open_memory_channel(math.inf)
 
@@ -304,7 +319,10 @@ class ScoutfsOperations(pyfuse3.Operations):
             if stat.S_ISREG(a.mode):
                 await self.fs.setattr(ino, size=0, mtime="now", ctime="now", ctx=ctx)
         # keep_cache off: the kernel drops cached pages on open; direct_io off
-        return pyfuse3.FileInfo(fh=self._new_fh(ino, ctx), direct_io=False, keep_cache=False)
+        fh = self._new_fh(ino, ctx)
+        if flags & os.O_APPEND:
+            self.append_fhs.add(fh)
+        return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=False)
 
     async def open(self, inode, flags, ctx):
         with _Errors("open"):
@@ -327,6 +345,9 @@ class ScoutfsOperations(pyfuse3.Operations):
         with _Errors("write"):
             self._check_rw()
             ino = self._fh_ino(fh)
+            if fh in self.append_fhs:
+                # the kernel's offset is its cached size: append at the real one
+                return await self.fs.write(ino, off, buf, self.handles[fh][1], append=True)
             return await self.fs.write(ino, off, buf, self.handles[fh][1])
 
     async def flush(self, fh):
@@ -334,6 +355,7 @@ class ScoutfsOperations(pyfuse3.Operations):
 
     async def release(self, fh):
         ent = self.handles.pop(fh, None)
+        self.append_fhs.discard(fh)
         rel = getattr(self.fs, "release", None)
         if ent is not None and rel is not None:
             with _Errors("release"):

@@ -32,8 +32,8 @@ from pathlib import Path
 from harness import devices as dv
 from harness.devices import CleanupRecord, Log, run_cmd
 
-DEFAULT_NR_MOUNTS = 1
-"""Mounts started when ``-n`` is not given (later: at least 3 with quorum)."""
+DEFAULT_NR_MOUNTS = 3
+"""Mounts started when ``-n`` is not given: three, all quorum members (``-q`` default min(n, 3))."""
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR_BASE = Path("/run/scoutfs")

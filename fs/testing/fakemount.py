@@ -263,8 +263,10 @@ class MemFilesystem:
             raise FsError(errno.EISDIR)
         return bytes(n.data[offset:offset + size])
 
-    async def write(self, ino, offset, data, ctx):
+    async def write(self, ino, offset, data, ctx, append=False):
         n = self._node(ino)
+        if append:
+            offset = len(n.data)
         end = offset + len(data)
         if len(n.data) < end:
             n.data.extend(bytes(end - len(n.data)))

@@ -91,11 +91,11 @@ class FakeItems:
             if k in self.data:
                 yield k, self.data[k]
 
-    def update(self, key, value: bytes, lock) -> None:
+    def update(self, key, value: bytes, lock, primary=None) -> None:
         self._check(key, lock, True)
         self.data[key] = bytes(value)
 
-    def delete(self, key, lock) -> None:
+    def delete(self, key, lock, primary=None) -> None:
         self._check(key, lock, True)
         self.data.pop(key, None)
 

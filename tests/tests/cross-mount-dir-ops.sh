@@ -11,7 +11,7 @@
 # round whatever the number of mounts.
 #
 
-t_require_commands mkdir rmdir mv rm touch ls stat diff dumb_renameat2
+t_require_commands mkdir rmdir mv rm touch ls stat diff paste dumb_renameat2
 t_require_mounts 2
 
 umask 022
@@ -41,10 +41,10 @@ same_listing()
 	local want
 	local m
 
-	want=$(cd "$(mnt_dir "$i")" && ls -A "$dir" 2>&1 | tr '\n' ' ')
-	echo "listing of $dir: $want"
+	want=$(cd "$(mnt_dir "$i")" && ls -A "$dir" 2>&1 | paste -s -d ' ')
+	echo "listing of $dir:${want:+ $want}"
 	for m in $(t_fs_nrs); do
-		[ "$(cd "$(mnt_dir "$m")" && ls -A "$dir" 2>&1 | tr '\n' ' ')" == "$want" ] || \
+		[ "$(cd "$(mnt_dir "$m")" && ls -A "$dir" 2>&1 | paste -s -d ' ')" == "$want" ] || \
 			echo "mount $m lists $dir differently"
 	done
 }
@@ -52,58 +52,58 @@ same_listing()
 round()
 {
 	echo "== mkdir on i"
-	on $i i mkdir -p top/sub
-	on $i i touch top/file
-	on $i i stat -c '%n %h %F' top top/sub top/file
+	on "$i" i mkdir -p top/sub
+	on "$i" i touch top/file
+	on "$i" i stat -c '%n %h %F' top top/sub top/file
 	echo "== seen on j: exists, stat, mkdir fails"
-	on $j j stat -c '%n %h %F' top top/sub top/file
-	on $j j mkdir top
-	on $j j mkdir top/sub
-	on $j j mkdir -p top/sub && echo "mkdir -p on j works"
-	on $j j mkdir top/sub || echo "mkdir on j fails"
-	on $j j mkdir top/file/x
-	on $j j rmdir top/file
+	on "$j" j stat -c '%n %h %F' top top/sub top/file
+	on "$j" j mkdir top
+	on "$j" j mkdir top/sub
+	on "$j" j mkdir -p top/sub && echo "mkdir -p on j works"
+	on "$j" j mkdir top/sub || echo "mkdir on j fails"
+	on "$j" j mkdir top/file/x
+	on "$j" j rmdir top/file
 	echo "== rename on j"
-	on $j j mv top moved
-	on $i i stat -c '%n %h' top
-	on $i i stat -c '%n %h' moved moved/sub
-	on $k k mv top again
-	on $k k rmdir top
-	on $i i mkdir moved
-	on $k k dumb_renameat2 -n moved/sub moved/file
+	on "$j" j mv top moved
+	on "$i" i stat -c '%n %h' top
+	on "$i" i stat -c '%n %h' moved moved/sub
+	on "$k" k mv top again
+	on "$k" k rmdir top
+	on "$i" i mkdir moved
+	on "$k" k dumb_renameat2 -n moved/sub moved/file
 	echo "== rename a dir onto a non-empty dir and into itself"
-	on $i i mkdir moved/empty
-	on $k k mv -T moved/empty moved/sub
-	on $j j stat -c '%n %h' moved moved/sub
-	on $i i mkdir moved/empty2
-	on $k k touch moved/sub/busy
-	on $j j dumb_renameat2 moved/empty2 moved/sub
-	on $k k dumb_renameat2 moved moved/sub/moved
+	on "$i" i mkdir moved/empty
+	on "$k" k mv -T moved/empty moved/sub
+	on "$j" j stat -c '%n %h' moved moved/sub
+	on "$i" i mkdir moved/empty2
+	on "$k" k touch moved/sub/busy
+	on "$j" j dumb_renameat2 moved/empty2 moved/sub
+	on "$k" k dumb_renameat2 moved moved/sub/moved
 	same_listing moved
 	same_listing moved/sub
 	echo "== rmdir on k"
-	on $k k rmdir moved
-	on $k k rmdir moved/sub
-	on $i i rm moved/sub/busy
-	on $k k rmdir moved/sub
-	on $i i rmdir moved/sub
-	on $j j rmdir moved/empty2
-	on $j j stat -c '%n %h' moved
-	on $k k rm moved/file
-	on $k k rmdir moved
+	on "$k" k rmdir moved
+	on "$k" k rmdir moved/sub
+	on "$i" i rm moved/sub/busy
+	on "$k" k rmdir moved/sub
+	on "$i" i rmdir moved/sub
+	on "$j" j rmdir moved/empty2
+	on "$j" j stat -c '%n %h' moved
+	on "$k" k rm moved/file
+	on "$k" k rmdir moved
 	echo "== gone everywhere"
-	on $i i stat -c '%n' moved
-	on $j j rmdir moved
-	on $i i ls moved
+	on "$i" i stat -c '%n' moved
+	on "$j" j rmdir moved
+	on "$i" i ls moved
 	same_listing .
 	echo "== recreate the names on k, remove on i"
-	on $k k mkdir top moved
-	on $j j mkdir top
-	on $i i rmdir top moved
+	on "$k" k mkdir top moved
+	on "$j" j mkdir top
+	on "$i" i rmdir top moved
 	same_listing .
 }
 
-nrs=($(t_fs_nrs))
+mapfile -t nrs < <(t_fs_nrs)
 rounds=0
 for i in "${nrs[@]}"; do
 	for j in "${nrs[@]}"; do

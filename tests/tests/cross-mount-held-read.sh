@@ -10,7 +10,7 @@
 t_require_commands seq stat cmp
 t_require_mounts 2
 
-ROUNDS=300
+ROUNDS=200
 
 mnt_dir()
 {
@@ -56,7 +56,8 @@ for r in $(seq 1 $ROUNDS); do
 done
 echo "rounds: $ROUNDS, bad reads: $bad"
 for m in $(t_fs_nrs); do
-	exec {rfd[$m]}<&-
+	fd=${rfd[$m]}
+	exec {fd}<&-
 done
 seq 1 $ROUNDS | sed -e 's/^/line /' > "$T_TMP.expected"
 for m in $(t_fs_nrs); do

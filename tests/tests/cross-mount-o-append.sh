@@ -7,11 +7,11 @@
 # lines must all be there, whole and in each writer's order.
 #
 
-t_require_commands cat stat seq sort wc cmp
+t_require_commands paste stat seq sort wc cmp grep uniq
 t_require_mounts 2
 
-ROUNDS=150
-LINES=30
+ROUNDS=100
+LINES=20
 PROCS=2
 
 mnt_dir()
@@ -28,8 +28,7 @@ echo two >> "$T_D0/file"
 echo three >&"$fd"
 exec {fd}>&-
 for m in $(t_fs_nrs); do
-	cat "$(mnt_dir "$m")/file" | tr '\n' ' '
-	echo
+	paste -s -d ' ' "$(mnt_dir "$m")/file"
 done | uniq
 stat -c '%s' "$T_D0/file"
 
@@ -44,7 +43,8 @@ for r in $(seq 1 $ROUNDS); do
 	echo "line $r" >&"${wfd[$(( r % nr ))]}"
 done
 for m in $(t_fs_nrs); do
-	exec {wfd[$m]}>&-
+	fd=${wfd[$m]}
+	exec {fd}>&-
 done
 seq 1 $ROUNDS | sed -e 's/^/line /' > "$T_TMP.expected"
 for m in $(t_fs_nrs); do
@@ -61,7 +61,7 @@ pids=()
 for m in $(t_fs_nrs); do
 	for p in $(seq 1 $PROCS); do
 		(
-			read -r go <&3
+			read -r _ <&3
 			exec 3>&-
 			exec 4>> "$(mnt_dir "$m")/race"
 			for l in $(seq 1 $LINES); do

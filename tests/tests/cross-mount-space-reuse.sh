@@ -52,10 +52,9 @@ commit()
 wait_free()
 {
 	local want="$1"
-	local n
 	shift
 
-	for n in $(seq 1 20); do
+	for _ in $(seq 1 20); do
 		commit "$@"
 		[ "$(data_free "$1")" == "$want" ] && return 0
 	done
@@ -119,7 +118,7 @@ fill_and_reuse()
 	dd if=/dev/zero of="$from/fill2" bs=4k 2>&1 | grep -v -e records -e copied | filter
 	commit "$from"
 	size=$(( $(stat -c %s "$from/fill") + $(stat -c %s "$from/fill2") ))
-	[ $(( size / 4096 * 2 )) -gt "$free" ] && echo "wrote more than half the free space"
+	[ $(( size * 2 / 4096 )) -gt "$free" ] && echo "wrote more than half the free space"
 	rm "$from/fill" "$from/fill2"
 	wait_free "$free" "$to" "$from" && echo "data free restored"
 

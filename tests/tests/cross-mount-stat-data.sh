@@ -53,12 +53,12 @@ check()
 
 	ws=$(shown "$w" "$name")
 	wh=$(hidden "$w" "$name")
-	echo "$step: $(echo $ws)"
+	echo "$step: $(echo "$ws" | paste -s -d ' ')"
 	for m in $(t_fs_nrs); do
 		s=$(shown "$m" "$name")
 		h=$(hidden "$m" "$name")
 		if [ "$s" != "$ws" ]; then
-			echo "$step: mount $m differs: $(echo $s)"
+			echo "$step: mount $m differs: $(echo "$s" | paste -s -d ' ')"
 		fi
 		if [ "$h" != "$wh" ]; then
 			echo "$step: mount $m times differ: $h, writer: $wh"

@@ -27,9 +27,8 @@ worker()
 	local how="$3"
 	local id="$m.$p"
 	local n
-	local go
 
-	read -r go <&3
+	read -r _ <&3
 	exec 3>&-
 	cd "$(mnt_dir "$m")/$how" || exit 1
 	set -o noclobber

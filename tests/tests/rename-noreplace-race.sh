@@ -26,9 +26,8 @@ worker()
 	local p="$2"
 	local id="$m.$p"
 	local r
-	local go
 
-	read -r go <&3
+	read -r _ <&3
 	exec 3>&-
 	cd "$(mnt_dir "$m")/$how" || exit 1
 	for r in $(seq 1 $ROUNDS); do
@@ -129,11 +128,11 @@ race()
 }
 
 echo "== files renamed onto one name from every mount"
-how=file
+how="file"
 race
 
 echo "== directories renamed onto one name from every mount"
-how=dir
+how="dir"
 race
 
 t_pass

@@ -9,7 +9,7 @@
 t_require_commands tail seq stat cmp
 t_require_mounts 2
 
-ROUNDS=300
+ROUNDS=200
 
 mnt_dir()
 {

@@ -10,7 +10,7 @@
 t_require_commands getfattr setfattr touch ls wc
 t_require_mounts 2
 
-ROUNDS=30
+ROUNDS=24
 LOAD_MAX=3000
 
 mnt_dir()

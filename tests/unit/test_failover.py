@@ -318,10 +318,10 @@ def test_lock_recovery_keeps_grants_and_holds_requests():
             b = await connect_client(nursery, net, sb)
             seen = []
 
-            async def inval_a(key, mode):
+            async def inval_a(key, mode, old_mode=None):
                 seen.append(("a", key, mode))
 
-            async def inval_b(key, mode):
+            async def inval_b(key, mode, old_mode=None):
                 seen.append(("b", key, mode))
 
             a.set_invalidate_handler(inval_a)
@@ -694,7 +694,7 @@ def test_invalidation_resent_after_reconnect():
             calls = []
             release = trio.Event()
 
-            async def inval_a(key, mode):
+            async def inval_a(key, mode, old_mode=None):
                 calls.append(mode)
                 if len(calls) == 1:
                     await release.wait()  # the first one is still running when we drop

@@ -151,7 +151,7 @@ def test_environment(engine_for) -> None:
         'echo "$T_O0" | grep -q "^-o metadev_path=.*,quorum_slot_nr=0$" && echo opts-ok\n'
         "t_pass\n"
     )
-    want = "cwd=t lc=C n=1 q=1\nd0-ok\nd0-exists\ntmp-clean\ntmp-prefix\nno-inherited\nopts-ok\n"
+    want = "cwd=t lc=C n=3 q=3\nd0-ok\nd0-exists\ntmp-clean\ntmp-prefix\nno-inherited\nopts-ok\n"
     os.environ["T_INHERITED"] = "leak"
     try:
         e = engine_for({"env": (body, want)})

@@ -685,10 +685,10 @@ def test_lock_invalidation_over_the_network():
             b = await connect_client(nursery, net, sb)
             seen = []
 
-            async def inval_a(key, mode):
+            async def inval_a(key, mode, old_mode=None):
                 seen.append(("a", key, mode))
 
-            async def inval_b(key, mode):
+            async def inval_b(key, mode, old_mode=None):
                 await trio.sleep(0.01)
                 seen.append(("b", key, mode))
 
