@@ -1,12 +1,22 @@
-"""One mount's in-process stack: devices, server (when this mount leads), client, locks, item
-cache, transaction and the Filesystem, assembled in order and torn down in reverse.
+"""One mount's in-process stack: devices, quorum membership (with the server while this mount
+leads), client, locks, item cache, transaction and the Filesystem, assembled in order and torn
+down in reverse.
 
 This is scoutfs's fill_super/put_super: `Mount.open` is what the daemon (fs/mount.py) and
 the in-process tests both call.  It does not know about FUSE.
 
-Shutdown order: stop taking new work, commit, say farewell to the server, stop the server
-(if ours), close the devices.  Background tasks (commit timer, deletion worker, server) run
-in a nursery the mount owns, cancelled last.
+Open order: read the super; join the quorum (fs/quorum.py: elections run in their own task, and
+winning one starts a Server on our slot's address); connect the client to whichever server the
+quorum blocks name (waiting until there is one); then locks, items, transaction, Filesystem.
+
+Shutdown order: stop taking new work, commit, say farewell to the server, leave the quorum
+(stopping our server if we lead), close the devices.  A forced unmount skips the commit and the
+farewell.  Background tasks (commit timer, deletion worker, quorum, server) run in a nursery the
+mount owns, cancelled last.
+
+Concurrency: lock invalidation (`_on_invalidate`) commits, drops cached items and queues kernel
+notifications, waiting for those at most NOTIFY_WAIT_S; it never takes a cluster lock or waits on
+an inode release.
 """
 
 from __future__ import annotations
