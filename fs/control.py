@@ -298,6 +298,10 @@ class ControlServer:
 
 
 async def _statfs_dict(mount: Any) -> dict[str, int]:
+    # the ioctl asks the server directly: only a VFS statfs fires statfs_lock_purge
+    client = getattr(mount, "client", None)
+    if client is not None:
+        return dict(await client.statfs())
     mctx = getattr(mount, "mctx", None)
     if mctx is not None:
         return dict(await mctx.statfs())

@@ -54,23 +54,29 @@ RUNTIME_OPTIONS = frozenset({
 
 
 class InoAllocator:
-    """Hands out inode numbers from ranges the server grants (ALLOC_INODES)."""
+    """Hands out inode numbers from ranges the server grants (ALLOC_INODES), using at most
+    `per_lock` numbers of each 1024-inode lock group (mount option ino_alloc_per_lock): a
+    smaller value spreads new inodes over more groups, so fewer creates share a lock."""
 
-    def __init__(self, client, batch: int) -> None:
+    def __init__(self, client, per_lock: int) -> None:
         self.client = client
-        self.batch = batch
+        self.per_lock = per_lock
         self.next = 0
         self.end = 0
         self._lock = trio.Lock()
 
     async def alloc(self) -> int:
         async with self._lock:
-            if self.next >= self.end:
-                first, nr = await self.client.alloc_inodes(self.batch)
-                self.next, self.end = first, first + nr
-            ino = self.next
-            self.next += 1
-            return ino
+            while True:
+                if self.next >= self.end:
+                    first, nr = await self.client.alloc_inodes(INO_ALLOC_BATCH)
+                    self.next, self.end = first, first + nr
+                ino = self.next
+                if ino % fmt.LOCK_GROUP_NR >= self.per_lock:
+                    self.next = fmt.lock_group_first(ino) + fmt.LOCK_GROUP_NR
+                    continue
+                self.next += 1
+                return ino
 
 
 class Mount:
@@ -254,7 +260,7 @@ class Mount:
         elif name == "quorum_heartbeat_timeout_ms" and self.quorum is not None:
             self.quorum.set_heartbeat_timeout_ms(int(value))
         elif name == "ino_alloc_per_lock":
-            self.inos.batch = int(value)
+            self.inos.per_lock = int(value)
         elif name == "log_merge_wait_timeout_ms" and self.server is not None:
             self.server.log_merge_wait_timeout = int(value) / 1000
 

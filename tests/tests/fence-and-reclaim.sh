@@ -48,7 +48,7 @@ for i in $(t_fs_nrs); do
 	echo "seen from $i" > "$(mnt_dir "$i")/seen.$i"
 done
 for i in $(t_fs_nrs); do
-	n=$(ls "$(mnt_dir "$i")" | grep -c '^seen\.')
+	n=$(find "$(mnt_dir "$i")" -maxdepth 1 -name 'seen.*' | wc -l)
 	[ "$n" -eq "$T_NR_MOUNTS" ] || echo "mount $i sees $n of $T_NR_MOUNTS files"
 done
 

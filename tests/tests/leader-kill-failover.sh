@@ -111,7 +111,7 @@ echo 0 > "$T_TMP.writer.progress"
 writer "$wr" > "$T_TMP.writer.out" 2>&1 &
 wpid=$!
 # the writer is under way before the kill
-for t in $(seq 1 600); do
+for _ in $(seq 1 600); do
 	[ "$(cat "$T_TMP.writer.progress")" -ge 3 ] && break
 	sleep .1
 done

@@ -93,7 +93,7 @@ echo "== lowering the limit on a mount with many locks"
 t_set_sysfs_mount_option 2 lock_idle_count 32
 echo "write 32: rc $?"
 # each lock call frees one idle lock: stat a few more times
-for r in 1 2 3; do
+for _ in 1 2 3; do
 	for i in $(seq 1 $NR_FILES); do
 		stat -c '%s' "$T_D2/dir/f$i" > /dev/null
 	done
