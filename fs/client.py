@@ -45,6 +45,8 @@ from fs.net import Cmd, Connection, ConnectionLost
 
 log = logging.getLogger(__name__)
 
+FAREWELL_GONE_POLL_S = 0.25  # how often a farewell checks the super for its reclaim
+
 InvalidateHandler = Callable[[fmt.Key, int, int], Awaitable[None]]
 RecoverHandler = Callable[[], Any]  # -> list of {"key", "mode", "write_seq"} (or awaitable)
 Locate = Callable[[], Awaitable[tuple[str, int]]]
@@ -338,24 +340,43 @@ class Client:
         return {"key": net.key_from_wire(r["key"]), "mode": int(r["mode"]),
                 "write_seq": int(r["write_seq"])}
 
-    async def farewell(self) -> None:
+    async def farewell(self, gone: Callable[[], bool] | None = None) -> None:
         """Clean unmount: the server reclaims this mount (its log tree is finalized and
         merged, its locks dropped) before replying.  Survives reconnects: if the reply was
-        lost, the next greeting learns that the rid is gone, which completes it."""
+        lost, the next greeting learns that the rid is gone, which completes it.  `gone()`
+        says whether our mounted_clients item left the super on disk (spec §2.3): when the
+        server that reclaimed us is gone too and no quorum remains to elect another, that
+        is how a lost reply still completes the farewell; polled while we wait."""
         self.farewell_started = True
+        async with trio.open_nursery() as nursery:
+            if gone is not None:
+                nursery.start_soon(self._watch_gone, gone, nursery.cancel_scope)
+            await self._farewell_requests()
+            nursery.cancel_scope.cancel()
+        self.farewell_done = True
+
+    async def _watch_gone(self, gone: Callable[[], bool], scope: trio.CancelScope) -> None:
+        while True:
+            await trio.sleep(FAREWELL_GONE_POLL_S)
+            if gone():
+                log.info("client %016x: our mounted_clients item is gone: farewell done",
+                         self.rid)
+                scope.cancel()
+                return
+
+    async def _farewell_requests(self) -> None:
         while True:
             try:
                 conn = await self._wait_conn()
             except _RidGone:
-                break
+                return
             try:
                 await conn.request(Cmd.FAREWELL, {"rid": self.rid})
-                break
+                return
             except ConnectionLost:
                 if self.closed:
                     raise FsError(errno.ENOTCONN, "client closed") from None
                 self.counters.inc("client_resend")
-        self.farewell_done = True
 
     # ------------------------------------------------------------------ server requests
 

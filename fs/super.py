@@ -31,9 +31,10 @@ import trio
 
 from fs import format as fmt
 from fs.block import Device, MetaBlocks, read_super
+from fs.btree import Btree
 from fs.context import MountContext
 from fs.counters import Counters
-from fs.errors import FsError
+from fs.errors import FsError, StaleBlock
 from fs.forest import Forest, Roots
 from fs.item import ItemCache
 from fs.lock import LockClient
@@ -306,6 +307,18 @@ class Mount:
     async def sync(self) -> None:
         await self.trans.sync()
 
+    def _reclaimed_on_disk(self) -> bool:
+        """Whether our mounted_clients item is gone from the super on disk (a fresh read:
+        the server of another daemon wrote it)."""
+        try:
+            sb = read_super(self.meta_dev)
+            blocks = MetaBlocks(self.meta_dev, sb.fsid, 16, parsed_blocks=16)
+            return Btree(blocks, sb.mounted_clients).lookup(
+                fmt.mounted_client_key(self.rid)) is None
+        except (FsError, StaleBlock) as e:  # a block rewritten under us: ask again later
+            log.debug("reading the super for our farewell: %s", e)
+            return False
+
     async def close(self) -> None:
         """Commit, say farewell, stop the server and close the devices.  After a forced
         unmount (`forced`): no commit and no farewell; the mount vanishes as a crashed one
@@ -329,7 +342,7 @@ class Mount:
                 await self.trans.sync()
                 self.trans.closed = True
             if self.client is not None:
-                await self.client.farewell()
+                await self.client.farewell(gone=self._reclaimed_on_disk)
                 await self.client.close()
             if self.quorum is not None:
                 # stops our server if we lead (STOP, resignation), then END
