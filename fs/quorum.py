@@ -506,7 +506,20 @@ class QuorumMember:
             self._inc("quorum_candidate_timeout")  # no majority in time: a new term
         elif self._hb_wait:
             self._inc("quorum_heartbeat_timeout")
+        elif self._live_leader_on_disk():
+            # elected while we waited the short election timeout (its heartbeats are late,
+            # e.g. on a loaded host): standing now would depose it and fence a mount that
+            # is starting up; wait for it as for any live leader (spec §2.1)
+            self._wait(heartbeat=True)
+            return
         await self._stand()
+
+    def _live_leader_on_disk(self) -> bool:
+        try:
+            found = find_server(self.meta_dev, self.fsid, self.slots)
+        except FsError:
+            return False
+        return found is not None and found.slot != self.slot and found.term >= self.term
 
     async def _stand(self) -> None:
         """Become a candidate in a new term past every term we know of."""
