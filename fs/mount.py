@@ -504,13 +504,6 @@ class _Daemon:
     async def _shutdown(self, mount, ctl, notifier) -> None:
         from fs import vfs
 
-        if ctl is not None:
-            ctl.remove()
-        for p in self.files:
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
         notifier.stop(timeout=1.0)
         if self.fuse_inited:
             # still mounted after a signal, a failure or a vanished parent: detach it
@@ -527,3 +520,12 @@ class _Daemon:
                 log.exception("closing the mount failed")
                 self.exit_code = 1
             log.info("unmounted %s", self.mnt)
+        # the control socket (and with it our sysfs dir) lives until the mount closed: a
+        # member still leaving may win an election, and its fence requests must be seen
+        if ctl is not None:
+            ctl.remove()
+        for p in self.files:
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass

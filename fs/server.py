@@ -738,6 +738,8 @@ class Server:
                                      fmt.pack_mounted_client(addr, port, mflags)))
             await self.commit()
             log.info("greeting from rid %016x at %s:%d", rid, addr, port)
+            # a new quorum member may be what a waiting farewell needs
+            self._farewell_wake.set()
         elif rid in self._recovering:
             log.info("rid %016x reconnected: recovering its locks", rid)
             self._nursery.start_soon(self._recover_rid, rid, conn)

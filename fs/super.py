@@ -143,7 +143,7 @@ class Mount:
         else:
             self.client = await connect(self)
 
-        self.locks = LockClient(self.client.lock_request)
+        self.locks = LockClient(self.client.lock_request, self.counters)
         self.locks.idle_count = int(self.options.get("lock_idle_count", 10000))
         self.locks.start(self.nursery)
         self.forest = Forest(self.meta_blocks, self._get_roots)
