@@ -155,14 +155,17 @@ def store_inode(mctx, inode: fmt.Inode, lock, index_lock) -> None:
     ino = inode.ino
     new = inode.meta_seq == 0
     old_data = _pending_data_seqs(mctx).pop(ino, inode.data_seq)
+    # index items take the inode lock's write_seq too (see ItemCache._write)
     if new or inode.meta_seq != seq:
         if not new:
             items.delete(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, inode.meta_seq, ino),
                          index_lock, primary=lock)
-        items.update(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, seq, ino), b"", index_lock, primary=lock)
+        items.update(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, seq, ino), b"",
+                     index_lock, primary=lock)
     if is_reg(inode) and (new or old_data != inode.data_seq):
         if not new:
-            items.delete(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, old_data, ino), index_lock, primary=lock)
+            items.delete(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, old_data, ino),
+                         index_lock, primary=lock)
         items.update(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, inode.data_seq, ino), b"",
                      index_lock, primary=lock)
     inode.meta_seq = seq

@@ -50,7 +50,7 @@ def _ts(ns: int) -> tuple[int, int]:
     return ns // 1_000_000_000, ns % 1_000_000_000
 
 
-class _Errors:
+class FuseErrors:
     """Context manager: FsError -> FUSEError(errno); any other exception is a bug: log it
     with its traceback and answer EIO (pyfuse3 handlers may only raise FUSEError)."""
 
@@ -219,7 +219,7 @@ class ScoutfsOperations(pyfuse3.Operations):
     # ------------------------------------------------------------------ inodes
 
     async def lookup(self, parent_inode, name, ctx=None):
-        with _Errors("lookup"):
+        with FuseErrors("lookup"):
             return self._looked_up(await self.fs.lookup(parent_inode, bytes(name)))
 
     async def forget(self, inode_list):
@@ -234,11 +234,11 @@ class ScoutfsOperations(pyfuse3.Operations):
                 self._forget_send.send_nowait(ino)
 
     async def getattr(self, inode, ctx=None):
-        with _Errors("getattr"):
+        with FuseErrors("getattr"):
             return self._entry(await self.fs.getattr(inode))
 
     async def setattr(self, inode, attr, fields, fh, ctx):
-        with _Errors("setattr"):
+        with FuseErrors("setattr"):
             self._check_rw()
             kw: dict[str, Any] = {}
             if fields.update_mode:
@@ -259,46 +259,46 @@ class ScoutfsOperations(pyfuse3.Operations):
             return self._entry(await self.fs.setattr(inode, ctx=self._ctx(ctx), **kw))
 
     async def readlink(self, inode, ctx):
-        with _Errors("readlink"):
+        with FuseErrors("readlink"):
             return await self.fs.readlink(inode)
 
     async def mknod(self, parent_inode, name, mode, rdev, ctx):
-        with _Errors("mknod"):
+        with FuseErrors("mknod"):
             self._check_rw()
             a = await self.fs.mknod(parent_inode, bytes(name), mode, rdev, self._ctx(ctx))
             return self._looked_up(a)
 
     async def mkdir(self, parent_inode, name, mode, ctx):
-        with _Errors("mkdir"):
+        with FuseErrors("mkdir"):
             self._check_rw()
             a = await self.fs.mkdir(parent_inode, bytes(name), (mode & 0o7777) | stat.S_IFDIR,
                                     self._ctx(ctx))
             return self._looked_up(a)
 
     async def symlink(self, parent_inode, name, target, ctx):
-        with _Errors("symlink"):
+        with FuseErrors("symlink"):
             self._check_rw()
             a = await self.fs.symlink(parent_inode, bytes(name), bytes(target), self._ctx(ctx))
             return self._looked_up(a)
 
     async def link(self, inode, new_parent_inode, new_name, ctx):
-        with _Errors("link"):
+        with FuseErrors("link"):
             self._check_rw()
             a = await self.fs.link(inode, new_parent_inode, bytes(new_name), self._ctx(ctx))
             return self._looked_up(a)
 
     async def unlink(self, parent_inode, name, ctx):
-        with _Errors("unlink"):
+        with FuseErrors("unlink"):
             self._check_rw()
             await self.fs.unlink(parent_inode, bytes(name), self._ctx(ctx))
 
     async def rmdir(self, parent_inode, name, ctx):
-        with _Errors("rmdir"):
+        with FuseErrors("rmdir"):
             self._check_rw()
             await self.fs.rmdir(parent_inode, bytes(name), self._ctx(ctx))
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        with _Errors("rename"):
+        with FuseErrors("rename"):
             self._check_rw()
             if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE):
                 raise FUSEError(errno.EINVAL)
@@ -325,11 +325,11 @@ class ScoutfsOperations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=False)
 
     async def open(self, inode, flags, ctx):
-        with _Errors("open"):
+        with FuseErrors("open"):
             return await self._open(inode, flags, ctx)
 
     async def create(self, parent_inode, name, mode, flags, ctx):
-        with _Errors("create"):
+        with FuseErrors("create"):
             self._check_rw()
             a = await self.fs.mknod(parent_inode, bytes(name), (mode & 0o7777) | stat.S_IFREG,
                                     0, self._ctx(ctx))
@@ -338,11 +338,11 @@ class ScoutfsOperations(pyfuse3.Operations):
             return fi, entry
 
     async def read(self, fh, off, size):
-        with _Errors("read"):
+        with FuseErrors("read"):
             return await self.fs.read(self._fh_ino(fh), off, size)
 
     async def write(self, fh, off, buf):
-        with _Errors("write"):
+        with FuseErrors("write"):
             self._check_rw()
             ino = self._fh_ino(fh)
             if fh in self.append_fhs:
@@ -358,24 +358,24 @@ class ScoutfsOperations(pyfuse3.Operations):
         self.append_fhs.discard(fh)
         rel = getattr(self.fs, "release", None)
         if ent is not None and rel is not None:
-            with _Errors("release"):
+            with FuseErrors("release"):
                 await rel(ent[0])
 
     async def fsync(self, fh, datasync):
-        with _Errors("fsync"):
+        with FuseErrors("fsync"):
             await self.fs.fsync(self._fh_ino(fh), bool(datasync))
 
     # ------------------------------------------------------------------ directories
 
     async def opendir(self, inode, ctx):
-        with _Errors("opendir"):
+        with FuseErrors("opendir"):
             a = await self.fs.getattr(inode)
             if not stat.S_ISDIR(a.mode):
                 raise FUSEError(errno.ENOTDIR)
             return self._new_fh(inode, self._ctx(ctx))
 
     async def readdir(self, fh, start_id, token):
-        with _Errors("readdir"):
+        with FuseErrors("readdir"):
             ino = self._fh_ino(fh)
             for name, a, next_pos in await self.fs.readdir(ino, start_id):
                 dot = name in (b".", b"..")
@@ -398,13 +398,13 @@ class ScoutfsOperations(pyfuse3.Operations):
         self.handles.pop(fh, None)
 
     async def fsyncdir(self, fh, datasync):
-        with _Errors("fsyncdir"):
+        with FuseErrors("fsyncdir"):
             await self.fs.fsync(self._fh_ino(fh), bool(datasync))
 
     # ------------------------------------------------------------------ volume
 
     async def statfs(self, ctx):
-        with _Errors("statfs"):
+        with FuseErrors("statfs"):
             st = await self.fs.statfs()
             out = pyfuse3.StatvfsData()
             out.f_bsize = 4096
@@ -423,20 +423,20 @@ class ScoutfsOperations(pyfuse3.Operations):
     # two steps).  See the report in fs/mount.py's docstring.
 
     async def setxattr(self, inode, name, value, ctx):
-        with _Errors("setxattr"):
+        with FuseErrors("setxattr"):
             self._check_rw()
             await self.fs.setxattr(inode, bytes(name), bytes(value), 0, self._ctx(ctx))
 
     async def getxattr(self, inode, name, ctx):
-        with _Errors("getxattr"):
+        with FuseErrors("getxattr"):
             return await self.fs.getxattr(inode, bytes(name), self._ctx(ctx))
 
     async def listxattr(self, inode, ctx):
-        with _Errors("listxattr"):
+        with FuseErrors("listxattr"):
             return list(await self.fs.listxattr(inode, self._ctx(ctx)))
 
     async def removexattr(self, inode, name, ctx):
-        with _Errors("removexattr"):
+        with FuseErrors("removexattr"):
             self._check_rw()
             await self.fs.removexattr(inode, bytes(name), self._ctx(ctx))
 

@@ -31,10 +31,10 @@ import time
 from dataclasses import dataclass, field
 
 import pyfuse3
-import trio
 
 from fs.errors import FsError
 from fs.sysfs import DEBUG_PREFIX, DIR_MODE, SYS_PREFIX, TREE_DEBUG, TREE_SYS
+from fs.vfs import FuseErrors
 from sysview.backend import Backend
 
 log = logging.getLogger(__name__)
@@ -81,26 +81,6 @@ class Handle:
     node: Node
     data: bytes | None = None
     entries: list[tuple[str, bool, int]] = field(default_factory=list)
-
-
-class _Errors:
-    """FsError -> FUSEError(errno); anything else is a bug: logged, EIO."""
-
-    def __init__(self, what: str) -> None:
-        self.what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, typ, exc, tb) -> bool:
-        if exc is None or isinstance(exc, (FUSEError, trio.Cancelled)):
-            return False
-        if isinstance(exc, FsError):
-            raise FUSEError(exc.errno) from None
-        if isinstance(exc, Exception):
-            log.error("%s failed", self.what, exc_info=(typ, exc, tb))
-            raise FUSEError(errno.EIO) from None
-        return False
 
 
 class SysfsOperations(pyfuse3.Operations):
@@ -203,7 +183,7 @@ class SysfsOperations(pyfuse3.Operations):
     # ------------------------------------------------------------------ inodes
 
     async def lookup(self, parent_inode, name, ctx=None):
-        with _Errors("lookup"):
+        with FuseErrors("lookup"):
             parent = self._node(parent_inode)
             try:
                 text = bytes(name).decode()
@@ -244,7 +224,7 @@ class SysfsOperations(pyfuse3.Operations):
     # ------------------------------------------------------------------ files
 
     async def open(self, inode, flags, ctx):
-        with _Errors("open"):
+        with FuseErrors("open"):
             n = self._node(inode)
             if n.is_dir:
                 raise FUSEError(errno.EISDIR)
@@ -263,7 +243,7 @@ class SysfsOperations(pyfuse3.Operations):
         return h
 
     async def read(self, fh, off, size):
-        with _Errors("read"):
+        with FuseErrors("read"):
             h = self._handle(fh)
             if off == 0 or h.data is None:
                 reply = await self._request(h.node.path, {"op": "sysfs_read"})
@@ -271,7 +251,7 @@ class SysfsOperations(pyfuse3.Operations):
             return h.data[off:off + size]
 
     async def write(self, fh, off, buf):
-        with _Errors("write"):
+        with FuseErrors("write"):
             h = self._handle(fh)
             value = bytes(buf).decode(errors="replace")
             await self._request(h.node.path, {"op": "sysfs_write", "value": value})
@@ -311,7 +291,7 @@ class SysfsOperations(pyfuse3.Operations):
     # ------------------------------------------------------------------ directories
 
     async def opendir(self, inode, ctx):
-        with _Errors("opendir"):
+        with FuseErrors("opendir"):
             n = self._node(inode)
             if not n.is_dir:
                 raise FUSEError(errno.ENOTDIR)
@@ -321,7 +301,7 @@ class SysfsOperations(pyfuse3.Operations):
             return fh
 
     async def readdir(self, fh, start_id, token):
-        with _Errors("readdir"):
+        with FuseErrors("readdir"):
             h = self._handle(fh)
             for i in range(start_id, len(h.entries)):
                 name, is_dir, mode = h.entries[i]

@@ -25,21 +25,6 @@ mnt_path()
 	eval echo "\$T_M$1"
 }
 
-# the pid of the daemon serving mount $1 (see kill9-remount-fsck)
-daemon_pid()
-{
-	local mnt
-	local majmin
-	local pid
-
-	mnt=$(mnt_path "$1")
-	majmin=$(findmnt -n -o MAJ:MIN "$mnt" | tr -d ' ')
-	pid=$(cat "${T_RUN_DIR:-${SCOUTFS_RUN_DIR:-/run/scoutfs}}/pid/$majmin.pid" 2>/dev/null)
-	if [ -z "$pid" ] || ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- " $mnt "; then
-		pid=$(pgrep -f "mount.scoutfs .* $mnt( |$)" | head -1)
-	fi
-	echo "$pid"
-}
 
 # the client mount $1 holds locks of every kind it can: it reads what
 # the others wrote and writes files of its own
@@ -111,7 +96,7 @@ cl=$(t_first_client_nr)
 rid=$(t_mount_rid "$cl")
 sysdir=$(t_sysfs_path "$cl")
 use_locks "$cl" 2
-pid=$(daemon_pid "$sv")
+pid=$(t_daemon_pid "$sv")
 test -n "$pid" || t_fail "couldn't find the leader's daemon"
 kill -9 "$pid"
 while kill -0 "$pid" 2>/dev/null; do

@@ -60,29 +60,6 @@ data()
 	(cd "$(mnt_dir "$1")/round.$w" && stat -c '%n %s %b' "${@:2}" 2>&1 && md5sum "${@:2}" 2>&1)
 }
 
-# run view function $2 (with args) on every mount after step $1: print
-# the writer's output and the output of any mount that differs
-check()
-{
-	local step="$1"
-	local fn="$2"
-	local wv
-	local v
-	local m
-	shift 2
-
-	wv=$("$fn" "$w" "$@")
-	echo "-- $step"
-	echo "$wv"
-	for m in $(t_fs_nrs); do
-		v=$("$fn" "$m" "$@")
-		if [ "$v" != "$wv" ]; then
-			echo "-- $step: mount $m differs:"
-			echo "$v"
-		fi
-	done
-}
-
 round()
 {
 	local d
@@ -92,61 +69,61 @@ round()
 	mkdir "$d"
 	echo data > "$d/file"
 	chmod 0600 "$d/file"
-	check mode-0600 access file
+	t_check_mounts "$w" mode-0600 access file
 	setfacl -m u:22222:r "$d/file"
-	check acl-read acl file
-	check acl-read access file
+	t_check_mounts "$w" acl-read acl file
+	t_check_mounts "$w" acl-read access file
 	setfacl -m u:22222:rw "$d/file"
-	check acl-rw access file
+	t_check_mounts "$w" acl-rw access file
 	setfacl -m m::r "$d/file"
-	check mask acl file
-	check mask access file
+	t_check_mounts "$w" mask acl file
+	t_check_mounts "$w" mask access file
 	chmod 0660 "$d/file"
-	check chmod-mask acl file
+	t_check_mounts "$w" chmod-mask acl file
 	setfacl -b "$d/file"
-	check removed acl file
-	check removed access file
+	t_check_mounts "$w" removed acl file
+	t_check_mounts "$w" removed access file
 
 	echo "== default ACLs"
 	mkdir "$d/dir"
 	setfacl -d -m u:22222:rw "$d/dir"
-	check default acl dir
+	t_check_mounts "$w" default acl dir
 	echo inherited > "$d/dir/new"
-	check inherited acl dir/new
-	check inherited access dir/new
+	t_check_mounts "$w" inherited acl dir/new
+	t_check_mounts "$w" inherited access dir/new
 	setfacl -k "$d/dir"
 	echo plain > "$d/dir/plain"
-	check no-default acl dir dir/plain
+	t_check_mounts "$w" no-default acl dir dir/plain
 
 	echo "== hard links"
 	echo linked > "$d/a"
 	ln "$d/a" "$d/b"
 	ln "$d/a" "$d/dir/c"
-	check linked links a b dir/c
+	t_check_mounts "$w" linked links a b dir/c
 	rm "$d/b"
-	check unlinked links a dir/c
+	t_check_mounts "$w" unlinked links a dir/c
 	mv "$d/dir/c" "$d/c"
-	check renamed links a c dir
+	t_check_mounts "$w" renamed links a c dir
 	mkdir "$d/dir/sub"
-	check subdir links . dir dir/sub
+	t_check_mounts "$w" subdir links . dir dir/sub
 	rm "$d/a"
-	check last-link links c
+	t_check_mounts "$w" last-link links c
 	rmdir "$d/dir/sub"
-	check rmdir links dir
+	t_check_mounts "$w" rmdir links dir
 
 	echo "== truncate and extend"
 	yes 'size test data' | head -c 12288 > "$d/sized"
-	check written data sized
+	t_check_mounts "$w" written data sized
 	truncate -s 100 "$d/sized"
-	check shrunk data sized
+	t_check_mounts "$w" shrunk data sized
 	truncate -s 8192 "$d/sized"
-	check extended data sized
+	t_check_mounts "$w" extended data sized
 	dd if=/dev/zero of="$d/sized" bs=1 count=1 seek=1000000 conv=notrunc status=none
-	check sparse data sized
+	t_check_mounts "$w" sparse data sized
 	truncate -s 4097 "$d/sized"
-	check cut data sized
+	t_check_mounts "$w" cut data sized
 	: > "$d/sized"
-	check emptied data sized
+	t_check_mounts "$w" emptied data sized
 
 	rm -rf "$d"
 	for m in $(t_fs_nrs); do
@@ -154,16 +131,6 @@ round()
 	done
 }
 
-for w in $(t_fs_nrs); do
-	round > "$T_TMP.round.$w" 2>&1
-done
-
-cat "$T_TMP.round.0"
-for w in $(t_fs_nrs); do
-	if ! diff -u "$T_TMP.round.0" "$T_TMP.round.$w" > "$T_TMP.diff.$w"; then
-		echo "== round with mount $w writing differs from mount 0's"
-		cat "$T_TMP.diff.$w"
-	fi
-done
+t_rounds_per_writer round
 
 t_pass

@@ -52,29 +52,6 @@ summary()
 	echo "$(echo "$out" | wc -l) lines, md5 $(echo "$out" | md5sum | cut -d ' ' -f 1)"
 }
 
-# run view function $2 (with args) on every mount after step $1: print
-# the writer's output and the output of any mount that differs
-check()
-{
-	local step="$1"
-	local fn="$2"
-	local wv
-	local v
-	local m
-	shift 2
-
-	wv=$("$fn" "$w" "$@")
-	echo "-- $step"
-	echo "$wv"
-	for m in $(t_fs_nrs); do
-		v=$("$fn" "$m" "$@")
-		if [ "$v" != "$wv" ]; then
-			echo "-- $step: mount $m differs:"
-			echo "$v"
-		fi
-	done
-}
-
 round()
 {
 	local d
@@ -86,29 +63,29 @@ round()
 	mkdir "$d/sub"
 	ln -s a "$d/sym"
 	ln "$d/a" "$d/a-link"
-	check create listing
+	t_check_mounts "$w" create listing
 
 	echo "== unlink and rename"
 	rm "$d/b"
-	check unlink listing
+	t_check_mounts "$w" unlink listing
 	mv "$d/c" "$d/c2"
-	check rename listing
+	t_check_mounts "$w" rename listing
 	mv "$d/a-link" "$d/sub/a-link"
-	check rename-across-dirs listing
+	t_check_mounts "$w" rename-across-dirs listing
 	touch "$d/victim"
 	mv "$d/c2" "$d/victim"
-	check rename-replace listing
+	t_check_mounts "$w" rename-replace listing
 	mkdir "$d/sub2"
 	mv "$d/sub2" "$d/sub/sub2"
-	check rename-dir listing
+	t_check_mounts "$w" rename-dir listing
 	rm "$d/sub/a-link"
-	check unlink-link listing
+	t_check_mounts "$w" unlink-link listing
 
 	echo "== many entries"
 	createmany -o "$d/sub/f" 100 > /dev/null
-	check createmany summary listing
+	t_check_mounts "$w" createmany summary listing
 	rm -f "$d"/sub/f1*
-	check remove-some summary listing
+	t_check_mounts "$w" remove-some summary listing
 
 	echo "== set xattrs"
 	setfattr -n user.one -v 1 "$d/a"
@@ -117,36 +94,36 @@ round()
 	setfattr -n user.dir -v on-dir "$d/sub"
 	setfattr -h -n trusted.sym -v on-symlink "$d/sym"
 	setfattr -n user.empty "$d/victim"
-	check set xattrs a sub sym victim
+	t_check_mounts "$w" set xattrs a sub sym victim
 
 	echo "== replace and remove xattrs"
 	setfattr -n user.two -v 'two replaced' "$d/a"
 	setfattr -x user.one "$d/a"
 	setfattr -x user.dir "$d/sub"
-	check replace-remove xattrs a sub
+	t_check_mounts "$w" replace-remove xattrs a sub
 
 	echo "== large and binary values"
 	setfattr -n user.big -v "$(printf 'v%.0s' $(seq 1 3000))" "$d/a"
 	setfattr -n user.bin -v 0x00ff00ff "$d/a"
-	check large xattrs a
-	check large-len value_len user.big a
+	t_check_mounts "$w" large xattrs a
+	t_check_mounts "$w" large-len value_len user.big a
 	setfattr -x user.big "$d/a"
-	check large-removed xattrs a
+	t_check_mounts "$w" large-removed xattrs a
 
 	echo "== many xattrs"
 	for i in $(seq 1 50); do
 		setfattr -n "user.x$i" -v "$i" "$d/victim"
 	done
-	check many-set summary xattrs victim
+	t_check_mounts "$w" many-set summary xattrs victim
 	for i in $(seq 1 50 | grep -v 5); do
 		setfattr -x "user.x$i" "$d/victim"
 	done
-	check many-removed xattrs victim
+	t_check_mounts "$w" many-removed xattrs victim
 
 	echo "== xattrs follow renames and links"
 	mv "$d/a" "$d/sub/a-moved"
 	ln "$d/sub/a-moved" "$d/a-again"
-	check moved xattrs a-again sub/a-moved
+	t_check_mounts "$w" moved xattrs a-again sub/a-moved
 
 	echo "== remove everything"
 	rm -rf "$d"
@@ -155,16 +132,6 @@ round()
 	done
 }
 
-for w in $(t_fs_nrs); do
-	round > "$T_TMP.round.$w" 2>&1
-done
-
-cat "$T_TMP.round.0"
-for w in $(t_fs_nrs); do
-	if ! diff -u "$T_TMP.round.0" "$T_TMP.round.$w" > "$T_TMP.diff.$w"; then
-		echo "== round with mount $w writing differs from mount 0's"
-		cat "$T_TMP.diff.$w"
-	fi
-done
+t_rounds_per_writer round
 
 t_pass

@@ -133,16 +133,6 @@ round()
 	done
 }
 
-for w in $(t_fs_nrs); do
-	round > "$T_TMP.round.$w" 2>&1
-done
-
-cat "$T_TMP.round.0"
-for w in $(t_fs_nrs); do
-	if ! diff -u "$T_TMP.round.0" "$T_TMP.round.$w" > "$T_TMP.diff.$w"; then
-		echo "== round with mount $w writing differs from mount 0's"
-		cat "$T_TMP.diff.$w"
-	fi
-done
+t_rounds_per_writer round
 
 t_pass

@@ -21,13 +21,7 @@ sync
 cat "$T_TMP.sums" | sed -e 's/^[0-9a-f]* /<sum> /'
 
 echo "== kill -9 the mount daemon"
-# the daemon's pid file is named after the mount's device number; check
-# that the pid really serves $T_M0 (other clusters may be running)
-majmin=$(findmnt -n -o MAJ:MIN "$T_M0" | tr -d ' ')
-pid=$(cat "${SCOUTFS_RUN_DIR:-/run/scoutfs}/pid/$majmin.pid" 2>/dev/null)
-if [ -z "$pid" ] || ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- " $T_M0 "; then
-	pid=$(pgrep -f "mount.scoutfs .* $T_M0( |$)" | head -1)
-fi
+pid=$(t_daemon_pid 0)
 test -n "$pid" || t_fail "couldn't find the mount daemon of $T_M0"
 kill -9 "$pid"
 while kill -0 "$pid" 2>/dev/null; do

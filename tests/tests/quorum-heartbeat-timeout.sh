@@ -17,21 +17,6 @@ mnt_path()
 	eval echo "\$T_M$1"
 }
 
-# the pid of the daemon serving mount $1 (see kill9-remount-fsck)
-daemon_pid()
-{
-	local mnt
-	local majmin
-	local pid
-
-	mnt=$(mnt_path "$1")
-	majmin=$(findmnt -n -o MAJ:MIN "$mnt" | tr -d ' ')
-	pid=$(cat "${T_RUN_DIR:-${SCOUTFS_RUN_DIR:-/run/scoutfs}}/pid/$majmin.pid" 2>/dev/null)
-	if [ -z "$pid" ] || ! tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null | grep -q -- " $mnt "; then
-		pid=$(pgrep -f "mount.scoutfs .* $mnt( |$)" | head -1)
-	fi
-	echo "$pid"
-}
 
 now_ms()
 {
@@ -61,7 +46,7 @@ test_timeout()
 	done
 	sv=$(t_server_nr)
 	test -n "$sv" || t_fail "no leader"
-	pid=$(daemon_pid "$sv")
+	pid=$(t_daemon_pid "$sv")
 	test -n "$pid" || t_fail "couldn't find the leader's daemon"
 	files=()
 	for i in $(t_fs_nrs); do

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fs import format as fmt
 from fs.item import ItemCache, key_dec, key_inc
-from fs.lock import LOCK_READ, LOCK_WRITE, Lock
+from fs.lock import LOCK_READ, LOCK_WRITE, LOCK_WRITE_ONLY, Lock, zone_range
 
 
 class FakeForest:
@@ -81,6 +81,23 @@ def test_reads_cache_and_tombstones():
         assert await cache.lookup(k(1031, second=1), lock) == b"older"
 
     trio.run(main)
+
+
+def test_items_of_an_inode_under_write_only_take_the_inode_locks_write_seq():
+    # another mount's WRITE_ONLY grant (and its index item) may be newer than ours: our
+    # deletion of that item must still win, by the inode WRITE lock granted after it
+    cache = ItemCache(FakeForest({}), lambda: 5)
+    index = Lock(*zone_range(fmt.ZONE_INODE_INDEX))
+    index.mode, index.write_seq = LOCK_WRITE_ONLY, 10
+    inode = group_lock(LOCK_WRITE)
+    inode.write_seq = 40
+    key = fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, 30, 1024)
+    cache.delete(key, index)
+    assert dict(cache.dirty_items())[key].seq == 10
+    cache.delete(key, index, primary=inode)
+    assert dict(cache.dirty_items())[key].seq == 40
+    cache.update(key, b"", index, primary=inode)
+    assert dict(cache.dirty_items())[key].seq == 40
 
 
 def test_invalidate_drops_range():
