@@ -226,12 +226,13 @@ class ControlServer:
             self.bind()
         task_status.started()
         async with trio.open_nursery() as nursery:
-            while True:
+            # remove() (at shutdown, or of a starting mount's early socket once the real one
+            # serves) stops the accepting; requests already accepted are answered
+            while (sock := self.sock) is not None:
                 try:
-                    conn, _ = await self.sock.accept()
+                    conn, _ = await sock.accept()
                 except (trio.ClosedResourceError, OSError):
-                    if self.sock is None:  # remove()d at shutdown
-                        nursery.cancel_scope.cancel()
+                    if self.sock is None:
                         return
                     raise
                 nursery.start_soon(self._conn, conn)

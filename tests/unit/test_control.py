@@ -1,0 +1,60 @@
+"""Control socket server: serving requests and stopping when its socket is removed."""
+
+from __future__ import annotations
+
+import json
+import socket
+from types import SimpleNamespace
+
+import trio
+
+from fs.control import ControlServer
+
+
+def test_remove_after_serving_stops_accepting_cleanly(tmp_path):
+    # a starting mount's early socket is removed once the real one serves: the serve task
+    # must end quietly even when remove() comes between two accepts
+    mount = SimpleNamespace(fsid=0x1234, rid=0x5678)
+    srv = ControlServer(mount, 0, 0, path=str(tmp_path / "ctl" / "early.sock"))
+
+    async def ask() -> dict:
+        s = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with s:
+            await s.connect(srv.path)
+            await s.send(json.dumps({"op": "ping"}).encode() + b"\n")
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = await s.recv(4096)
+                assert chunk
+                buf += chunk
+        return json.loads(buf)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(srv.serve)
+            for _ in range(2):
+                reply = await ask()
+                assert (reply["fsid"], reply["rid"]) == (0x1234, 0x5678)
+            # the window that matters: remove() runs while accept() is returning a
+            # connection (trio's accept checkpoints after its syscall)
+            real = srv.sock
+
+            class RemovedWhileAccepting:
+                async def accept(self):
+                    got = await real.accept()
+                    srv.remove()
+                    return got
+
+                def close(self):
+                    real.close()
+
+            srv.sock = RemovedWhileAccepting()
+            await ask()  # taken by the accept() already waiting on the real socket
+            reply = await ask()  # the next accept removes: still answered
+            assert reply["rid"] == 0x5678
+            with trio.fail_after(5):
+                while nursery.child_tasks:
+                    await trio.sleep(0.01)
+        assert not (tmp_path / "ctl" / "early.sock").exists()
+
+    trio.run(main)
