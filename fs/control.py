@@ -197,6 +197,7 @@ class ControlServer:
         self.major, self.minor, self.mnt_id = major, minor, mnt_id
         self.path = path or socket_path(major, minor)
         self.sock: trio.socket.SocketType | None = None
+        self._bound_ino = -1
 
     def bind(self) -> None:
         """Create and listen on the socket (synchronously, before readiness is reported)."""
@@ -209,12 +210,17 @@ class ControlServer:
         # bind is a plain syscall on a local path (not on our mount): fine on this thread
         s.bind(self.path)
         os.chmod(self.path, 0o666)  # any user may ask; handlers check credentials
+        self._bound_ino = os.stat(self.path).st_ino
         s.listen(64)
         self.sock = trio.socket.from_stdlib_socket(s)
 
     def remove(self) -> None:
+        """Stop serving and unlink our socket file, unless the path is no longer ours: the
+        mount's device number, which names it, is reused by a mount made after our FUSE
+        mount went away, and that mount's socket must stay."""
         try:
-            os.unlink(self.path)
+            if os.stat(self.path).st_ino == self._bound_ino:
+                os.unlink(self.path)
         except FileNotFoundError:
             pass
         if self.sock is not None:

@@ -364,7 +364,8 @@ class _Daemon:
         self.fuse_running = False
         self.fuse_inited = False
         self.terminated = False
-        self.files: list[str] = []
+        self.files: list[str] = []  # ours alone (named after our pid): removed at exit
+        self.pidfile: str | None = None  # named after the device number: see _shutdown
 
     def finish_logging(self) -> None:
         if self.early is not None:
@@ -472,7 +473,6 @@ class _Daemon:
                                          "mounting")
                     ctl = ControlServer(mount, mi.major, mi.minor, mi.mnt_id)
                     ctl.bind()
-                    self.files.append(ctl.path)
                     await nursery.start(ctl.serve)
                     if early_ctl is not None:
                         early_ctl.remove()
@@ -481,7 +481,7 @@ class _Daemon:
                     pidfile = os.path.join(piddir, f"{mi.major}:{mi.minor}.pid")
                     with open(pidfile, "w") as f:
                         f.write(f"{os.getpid()}\n")
-                    self.files.append(pidfile)
+                    self.pidfile = pidfile
                     notifier.start()
                     nursery.start_soon(ops.run_workers)
                     if outer.cancel_called:
@@ -527,5 +527,14 @@ class _Daemon:
         for p in self.files:
             try:
                 os.unlink(p)
+            except FileNotFoundError:
+                pass
+        # the pid file and control socket are named after the FUSE device number, which a
+        # mount made since our FUSE mount went away may have been given: remove only ours
+        if self.pidfile is not None:
+            try:
+                with open(self.pidfile) as f:
+                    if f.read().strip() == str(os.getpid()):
+                        os.unlink(self.pidfile)
             except FileNotFoundError:
                 pass

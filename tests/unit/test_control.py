@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from types import SimpleNamespace
 
@@ -56,5 +57,24 @@ def test_remove_after_serving_stops_accepting_cleanly(tmp_path):
                 while nursery.child_tasks:
                     await trio.sleep(0.01)
         assert not (tmp_path / "ctl" / "early.sock").exists()
+
+    trio.run(main)
+
+
+def test_remove_leaves_a_newer_mounts_socket_at_the_same_path(tmp_path):
+    # sockets are named after the FUSE device number, which a later mount may get while
+    # an earlier daemon still finishes its unmount: the earlier one must not unlink it
+    path = str(tmp_path / "ctl" / "0:99.sock")
+    mount = SimpleNamespace(fsid=1, rid=2)
+
+    async def main() -> None:
+        old = ControlServer(mount, 0, 99, path=path)
+        old.bind()
+        new = ControlServer(mount, 0, 99, path=path)
+        new.bind()
+        old.remove()
+        assert os.path.exists(path)
+        new.remove()
+        assert not os.path.exists(path)
 
     trio.run(main)
