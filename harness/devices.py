@@ -365,6 +365,27 @@ def save_daemon_logs(run_dir: Path, dest: Path) -> None:
                 shutil.copy2(f, dest / f.name)
 
 
+def processes_of_run(run_dir: str) -> list[int]:
+    """Pids of processes started for the run dir: their environment has ``SCOUTFS_RUN_DIR`` set
+    to it (every mount helper, daemon, view and agent of a run inherits it; run dirs are unique
+    per run).  Never this process or its ancestors."""
+    import psutil
+
+    skip = {os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        skip |= {p.pid for p in psutil.Process().parents()}
+    found = []
+    for p in psutil.process_iter(["pid"]):
+        if p.info["pid"] in skip:
+            continue
+        try:
+            if p.environ().get("SCOUTFS_RUN_DIR") == run_dir:
+                found.append(p.info["pid"])
+        except psutil.Error:
+            continue
+    return found
+
+
 def cleanup_from_record(record: CleanupRecord, log: Log = _nolog) -> list[str]:
     """Tear down everything a record lists; returns problems that remain."""
     problems: list[str] = []
@@ -391,6 +412,13 @@ def cleanup_from_record(record: CleanupRecord, log: Log = _nolog) -> list[str]:
             os.kill(pid, signal.SIGKILL)
     record.daemon_pids.clear()
     record.extra_pids.clear()
+    if run_dir:
+        # Daemons a test mounted itself are not in the record; one whose mount is already gone
+        # but which hangs (say in a farewell) would keep the loop devices busy.
+        for pid in processes_of_run(run_dir):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+                log(f"killed leftover process {pid} of run dir {run_dir}")
     for dev in list(record.loops):
         detach_loop(dev, record, log)
     for d in sorted(record.mount_dirs, key=lambda d: -d.count("/")):

@@ -152,3 +152,30 @@ def test_sigint_cleans_up(setup, tmp_path: Path) -> None:
     assert not any(dv.is_mounted(m) for m in rec.mounts)
     loops = subprocess.run(["losetup", "-a"], capture_output=True, text=True).stdout
     assert not any(dev + ":" in loops for dev in rec.loops)
+
+
+def test_cleanup_kills_unrecorded_processes_of_the_run(tmp_path: Path) -> None:
+    """A daemon a test mounted itself is not recorded; cleanup still finds it by its run dir,
+    even when it ignores SIGTERM, and leaves processes of other run dirs alone."""
+    run_dir = tmp_path / "run"
+    (run_dir / "log").mkdir(parents=True)
+    hang = [
+        "python3",
+        "-c",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+    ]
+    ours_p = subprocess.Popen(hang, env={**os.environ, "SCOUTFS_RUN_DIR": str(run_dir)})
+    other = subprocess.Popen(hang, env={**os.environ, "SCOUTFS_RUN_DIR": str(tmp_path / "other")})
+    try:
+        deadline = time.time() + 10
+        while ours_p.pid not in dv.processes_of_run(str(run_dir)):
+            assert time.time() < deadline, "process of the run never found"
+            time.sleep(0.05)
+        record = dv.CleanupRecord(path=tmp_path / "cleanup.json", run_dir=str(run_dir))
+        assert dv.cleanup_from_record(record) == []
+        assert ours_p.wait(10) == -signal.SIGKILL
+        assert other.poll() is None
+    finally:
+        for p in (ours_p, other):
+            p.kill()
+            p.wait()
