@@ -45,6 +45,7 @@ OTHER_NAMES = (
     "lock_invalidate_crossing",
     "lock_invalidate_drop",
     "lock_invalidate_notify_timeout",
+    "lock_invalidate_pages_deferred",
     "lock_invalidate_early",
     "lock_invalidate_request",
     "lock_invalidate_response",

@@ -297,12 +297,19 @@ class Mount:
             # The kernel trusts cached sizes for up to a jiffy even with attr timeouts of
             # 0: once we reply, another mount's append can return before our reader's next
             # read, which must not stop at the old size.  So the reply waits for the queued
-            # notifications, bounded (see Notifier.flush): a notification stuck behind a
-            # request that waits for this lock costs a stall, never a deadlock.
-            if queued and not await self.notifier.flush(NOTIFY_WAIT_S):
-                self.counters.inc("lock_invalidate_notify_timeout")
-                log.warning("kernel cache notifications of %s took over %.1fs: replying",
-                            fmt.format_key(lock.start), NOTIFY_WAIT_S)
+            # attribute invalidations (a reader then refetches attributes, and the kernel
+            # drops the pages itself when size or mtime changed) and for the page ones too,
+            # unless a read or write is in flight here: it holds page locks while it may wait
+            # for this very lock, and its pages are dropped once it is done.  Bounded all the
+            # same (see Notifier.flush): a stuck notification costs a stall, never a deadlock.
+            if queued:
+                flushed = await self.notifier.flush(NOTIFY_WAIT_S)
+                if flushed == "pages deferred":
+                    self.counters.inc("lock_invalidate_pages_deferred")
+                elif flushed == "timeout":
+                    self.counters.inc("lock_invalidate_notify_timeout")
+                    log.warning("kernel cache notifications of %s took over %.1fs: replying",
+                                fmt.format_key(lock.start), NOTIFY_WAIT_S)
 
     async def sync(self) -> None:
         await self.trans.sync()

@@ -20,6 +20,7 @@ Deadlock rules this module depends on (ARCHITECTURE.md §5):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -72,66 +73,116 @@ class FuseErrors:
 
 
 class Notifier:
-    """Queues kernel cache invalidations and issues them from a dedicated thread.
+    """Queues kernel cache invalidations and issues them from two dedicated threads.
+
+    Attribute invalidations (an inode's cached attributes and ACLs) never block in the kernel,
+    so they have their own thread and a lock invalidation can always wait for them.  Page-cache
+    invalidations lock the inode's pages, and entry invalidations its parent's i_rwsem.  The
+    kernel locks a file's pages *before* it sends a read or write request and holds them while
+    the daemon serves it, maybe waiting for the very cluster lock being invalidated; so those
+    go to a second thread that may block until such requests finish, and a flush stops waiting
+    for them as soon as a read or write is in flight (`data_request()` around every one).
 
     `queue_invalidate_inode` / `queue_invalidate_entry` never block and may be called from
     any trio task (or thread).  Nothing is sent to the kernel until `start()` (after
-    pyfuse3.init) and nothing after `stop()` (before pyfuse3.close).
+    pyfuse3.init) and nothing after `stop()` (before pyfuse3.close).  `flush` and
+    `data_request` run in the daemon's trio thread.
     """
 
     def __init__(self) -> None:
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._attr_q: queue.SimpleQueue = queue.SimpleQueue()
+        self._page_q: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._page_waits: set[trio.CancelScope] = set()  # flushes waiting on the page thread
+        self.data_requests = 0
+        self._stats_lock = threading.Lock()  # sent/failed are counted by both threads
         self.sent = 0
         self.failed = 0
 
     def queue_invalidate_inode(self, ino: int, attr_only: bool = False) -> None:
-        self._q.put(("inode", int(ino), attr_only))
+        self._attr_q.put(("inode", int(ino), True))
+        if not attr_only:
+            self._page_q.put(("inode", int(ino), False))
 
     def queue_invalidate_entry(self, parent: int, name: bytes, deleted: int = 0) -> None:
-        self._q.put(("entry", int(parent), bytes(name), int(deleted)))
+        self._page_q.put(("entry", int(parent), bytes(name), int(deleted)))
 
-    async def flush(self, timeout: float) -> bool:
-        """Wait, at most `timeout` seconds, until everything queued so far was handed to
-        the kernel; returns whether it was.  Bounded on purpose: a notification can block
-        on a page a request holds while it waits for the very lock being invalidated, and
-        then the caller goes on after the timeout instead of deadlocking."""
-        if self._thread is None:
-            return True
-        done = threading.Event()
-        self._q.put(("mark", done))
-        return await trio.to_thread.run_sync(done.wait, timeout)
+    @contextlib.contextmanager
+    def data_request(self):
+        """Count a read or write request while the daemon serves it; its pages are locked in
+        the kernel, so flushes stop waiting for page invalidations."""
+        self.data_requests += 1
+        for scope in self._page_waits:
+            scope.cancel()
+        try:
+            yield
+        finally:
+            self.data_requests -= 1
+
+    def _mark(self, q: queue.SimpleQueue) -> trio.Event:
+        done = trio.Event()
+        q.put(("mark", trio.lowlevel.current_trio_token(), done))
+        return done
+
+    async def flush(self, timeout: float) -> str:
+        """Wait, at most `timeout` seconds, until everything queued so far was handed to the
+        kernel.  Returns "done"; "pages deferred" when the attribute invalidations were sent
+        but a read or write in flight (or starting meanwhile) holds pages the rest may wait
+        for; "timeout" when the time ran out.  Bounded on purpose: an entry invalidation can
+        block on a directory a request holds while it waits for the lock being invalidated,
+        and then the caller goes on after the timeout instead of deadlocking."""
+        if not self._threads:
+            return "done"
+        with trio.move_on_after(timeout):
+            await self._mark(self._attr_q).wait()
+            if self.data_requests:
+                return "pages deferred"
+            done = self._mark(self._page_q)
+            with trio.CancelScope() as scope:
+                self._page_waits.add(scope)
+                try:
+                    await done.wait()
+                finally:
+                    self._page_waits.discard(scope)
+            return "pages deferred" if scope.cancelled_caught else "done"
+        return "timeout"
 
     def start(self) -> None:
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="scoutfs-notifier",
-                                            daemon=True)
-            self._thread.start()
+        if not self._threads:
+            for name, q in (("attrs", self._attr_q), ("pages", self._page_q)):
+                t = threading.Thread(target=self._run, args=(q,), name=f"scoutfs-notify-{name}",
+                                     daemon=True)
+                t.start()
+                self._threads.append(t)
 
     def stop(self, timeout: float = 5.0) -> None:
-        if self._thread is not None:
-            self._q.put(None)
-            self._thread.join(timeout)
-            self._thread = None
+        for q in (self._attr_q, self._page_q):
+            q.put(None)
+        for t in self._threads:
+            t.join(timeout)
+        self._threads = []
 
-    def _run(self) -> None:
+    def _run(self, q: queue.SimpleQueue) -> None:
         while True:
-            req = self._q.get()
+            req = q.get()
             if req is None:
                 return
             if req[0] == "mark":
-                req[1].set()
+                with contextlib.suppress(trio.RunFinishedError):
+                    req[1].run_sync_soon(req[2].set)
                 continue
             try:
                 if req[0] == "inode":
                     pyfuse3.invalidate_inode(req[1], req[2])
                 else:
                     pyfuse3.invalidate_entry(req[1], req[2], req[3])
-                self.sent += 1
+                with self._stats_lock:
+                    self.sent += 1
             except OSError as e:
                 # ENOENT: the kernel holds nothing for it, which is fine
                 if e.errno not in (errno.ENOENT, errno.ENOTCONN, errno.EBADF, errno.ENODEV):
-                    self.failed += 1
+                    with self._stats_lock:
+                        self.failed += 1
                     log.warning("kernel invalidation %r failed: %s", req, e)
 
 
@@ -338,11 +389,11 @@ class ScoutfsOperations(pyfuse3.Operations):
             return fi, entry
 
     async def read(self, fh, off, size):
-        with FuseErrors("read"):
+        with FuseErrors("read"), self.notifier.data_request():
             return await self.fs.read(self._fh_ino(fh), off, size)
 
     async def write(self, fh, off, buf):
-        with FuseErrors("write"):
+        with FuseErrors("write"), self.notifier.data_request():
             self._check_rw()
             ino = self._fh_ino(fh)
             if fh in self.append_fhs:
