@@ -9,7 +9,9 @@ Deadlock rules this module depends on (ARCHITECTURE.md §5):
 * Kernel cache notifications (`pyfuse3.invalidate_inode/invalidate_entry`) block in the
   kernel on page and directory locks that FUSE requests may hold while they wait for the very
   cluster lock being invalidated.  They are therefore only ever queued to `Notifier`, whose
-  own thread issues them; no request handler, lock invalidation or commit waits for them.
+  own threads issue them; no request handler or commit waits for them, and a lock
+  invalidation waits only boundedly, and not for page invalidations while a read or write is
+  in flight (see `Notifier.flush`).
 * `forget` must never block the session loop: the lookup count is kept here synchronously
   and `Filesystem.forget` (which may take cluster locks to delete an unlinked inode) runs as
   queued work in the forget worker task.
