@@ -60,6 +60,16 @@ def socket_path_for_dev(st_dev: int) -> str:
     return socket_path(os.major(st_dev), os.minor(st_dev))
 
 
+SocketIdentity = tuple[int, int, int]
+
+
+def socket_identity(st: os.stat_result) -> SocketIdentity:
+    """What tells one socket file from a later one at the same path: the device number that
+    names it is reused by later mounts, and the run dir's filesystem (ext4 for /run here)
+    reuses the inode number of a file just removed, so the inode's change time is part of it."""
+    return (st.st_dev, st.st_ino, st.st_ctime_ns)
+
+
 # --------------------------------------------------------------------------- mountinfo
 
 
@@ -197,7 +207,7 @@ class ControlServer:
         self.major, self.minor, self.mnt_id = major, minor, mnt_id
         self.path = path or socket_path(major, minor)
         self.sock: trio.socket.SocketType | None = None
-        self._bound_ino = -1
+        self._bound: SocketIdentity | None = None
 
     def bind(self) -> None:
         """Create and listen on the socket (synchronously, before readiness is reported)."""
@@ -210,7 +220,7 @@ class ControlServer:
         # bind is a plain syscall on a local path (not on our mount): fine on this thread
         s.bind(self.path)
         os.chmod(self.path, 0o666)  # any user may ask; handlers check credentials
-        self._bound_ino = os.stat(self.path).st_ino
+        self._bound = socket_identity(os.stat(self.path))
         s.listen(64)
         self.sock = trio.socket.from_stdlib_socket(s)
 
@@ -219,7 +229,7 @@ class ControlServer:
         mount's device number, which names it, is reused by a mount made after our FUSE
         mount went away, and that mount's socket must stay."""
         try:
-            if os.stat(self.path).st_ino == self._bound_ino:
+            if socket_identity(os.stat(self.path)) == self._bound:
                 os.unlink(self.path)
         except FileNotFoundError:
             pass

@@ -3,8 +3,8 @@
 A mount daemon listens on ``<run dir>/ctl/<maj>:<min>.sock``.  `Backend.mounts()` lists the
 sockets, skips dead ones (connect refused: the daemon died and left its socket file) and
 learns each live mount's ident (``f.<fsid6>.r.<rid6>``) with one ``ping``, remembered per
-socket file (a new daemon on the same maj:min binds a new socket file, so its identity
-changes and it is pinged again).  `Backend.call()` sends one request on a new connection.
+socket file (a new daemon on the same maj:min binds a new socket file, whose identity
+(`fs.control.socket_identity`) differs, so it is pinged again).  `Backend.call()` sends one request on a new connection.
 
 Concurrency (trio): every call is bounded by a timeout, so a hung daemon costs a caller at
 most that long and then answers EIO; a daemon that does not answer a ping within the probe
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import trio
 
+from fs.control import SocketIdentity, socket_identity
 from fs.errors import FsError
 from fs.sysfs import ident as make_ident
 
@@ -35,7 +36,7 @@ PROBE_TIMEOUT_S = 2.0  # a ping or liveness check while listing mounts
 
 @dataclass
 class _Known:
-    key: tuple[int, int]  # (st_dev, st_ino) of the socket file
+    key: SocketIdentity  # of the socket file
     ident: str
 
 
@@ -110,8 +111,8 @@ class Backend:
 
     # ------------------------------------------------------------------ discovery
 
-    def _sockets(self) -> dict[str, tuple[int, int]]:
-        out: dict[str, tuple[int, int]] = {}
+    def _sockets(self) -> dict[str, SocketIdentity]:
+        out: dict[str, SocketIdentity] = {}
         try:
             names = os.listdir(self.ctl_dir)
         except OSError:
@@ -124,10 +125,10 @@ class Backend:
                 st = os.stat(path)
             except OSError:
                 continue
-            out[path] = (st.st_dev, st.st_ino)
+            out[path] = socket_identity(st)
         return out
 
-    async def _probe(self, path: str, key: tuple[int, int], found: dict[str, str]) -> None:
+    async def _probe(self, path: str, key: SocketIdentity, found: dict[str, str]) -> None:
         known = self._known.get(path)
         if known is not None and known.key == key:
             if await self._alive(path):
@@ -164,6 +165,6 @@ class Backend:
                 st = os.stat(path)
             except OSError:
                 continue
-            if (st.st_dev, st.st_ino) == known.key and await self._alive(path):
+            if socket_identity(st) == known.key and await self._alive(path):
                 return path
         return (await self.mounts()).get(ident)

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import trio
 
-from fs.control import ControlServer
+from fs.control import ControlServer, socket_identity
 
 
 def test_remove_after_serving_stops_accepting_cleanly(tmp_path):
@@ -78,3 +78,17 @@ def test_remove_leaves_a_newer_mounts_socket_at_the_same_path(tmp_path):
         assert not os.path.exists(path)
 
     trio.run(main)
+
+
+def test_socket_identity_differs_for_a_new_socket_at_the_same_path(tmp_path):
+    # ext4 (which holds the run dir here) gives a file created right after another's removal
+    # the same inode number; the identity must still tell the two apart
+    path = str(tmp_path / "0:98.sock")
+    ids = []
+    for _ in range(2):
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        ids.append(socket_identity(os.stat(path)))
+        os.unlink(path)
+        s.close()
+    assert ids[0] != ids[1]

@@ -381,6 +381,27 @@ def test_backend_discovers_live_mounts_and_forwards(run_dir):
     trio.run(main)
 
 
+def test_backend_tells_a_new_daemon_from_the_last_at_the_same_socket_path(run_dir):
+    """A later mount gets the FUSE device number (so the socket path) of one that went away,
+    and the run dir's filesystem may give its socket file the same inode number (see
+    test_control's socket_identity test): the view must ask the new daemon who it is, not
+    list the old mount's dir."""
+    first, second = FakeMount(), FakeMount(leader=False)
+    second.rid = 0x1234567890ABCDEF
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            b = Backend(run_dir, timeout=5)
+            s1 = await _serve(nursery, first, run_dir, "0:94")
+            assert set(await b.mounts()) == {"f.fc4986.r.f5419b"}
+            s1.remove()
+            s2 = await _serve(nursery, second, run_dir, "0:94")
+            assert await b.mounts() == {"f.fc4986.r.123456": s2.path}
+            assert await b.find("f.fc4986.r.f5419b") is None
+            nursery.cancel_scope.cancel()
+    trio.run(main)
+
+
 def test_sysfs_write_needs_root():
     from fs.control import OPS, Request
 
