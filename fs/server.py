@@ -1157,7 +1157,13 @@ class Server:
                 return False
             self.counters.inc("log_merge_start")
             fin_keys = {(lt.rid, lt.nr) for lt in fin}
-            others = [lt for lt in records if (lt.rid, lt.nr) not in fin_keys]
+
+            def unmerged() -> list[LogTrees]:
+                # read again after every await: meanwhile the clients of open trees commit
+                # newer roots, and the blocks of the old ones are freed and may be reused
+                return [lt for lt in self._records() if (lt.rid, lt.nr) not in fin_keys]
+
+            others = unmerged()
             trees = [Btree(self.blocks, lt.item_root) for lt in fin]
             merged = heapq.merge(*[self._tree_stream(t, i) for i, t in enumerate(trees)])
             last_key = None
@@ -1173,8 +1179,10 @@ class Server:
                     # is safe, the finalized trees stay in logs_root until the end and
                     # merging an item again is idempotent (seq comparison)
                     await self.commit()
+                    others = unmerged()
                 elif n % MERGE_CHUNK == 0:
                     await trio.lowlevel.checkpoint()
+                    others = unmerged()
             # the merged trees' blocks are free once the commit dropping them is on disk
             for lt, t in zip(fin, trees, strict=True):
                 for ref, _level in t.block_refs():

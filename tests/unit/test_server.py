@@ -427,6 +427,53 @@ def test_merge_tombstones():
     run(main)
 
 
+def test_merge_reads_open_trees_as_their_clients_commit(monkeypatch):
+    """A merge awaits between chunks of items, and meanwhile the clients of open log trees
+    commit newer roots; the blocks of their old roots are freed and may be written by
+    whoever gets them next.  The tombstone checks after that must use the new roots."""
+    meta, data, sb = volume()
+    monkeypatch.setattr(srv, "MERGE_CHUNK", 1)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server, net = await start_server(nursery, meta, data)
+            a = FakeMount(await connect_client(nursery, net, sb), meta)
+            b = FakeMount(await connect_client(nursery, net, sb), meta)
+            await a.begin()
+            await b.begin()
+            # b's open tree holds old versions of the keys a's finalized tree deletes; the
+            # deletions sort after 300 plain items, so the merge first awaits 300 times
+            doomed = [ikey(1000 + i) for i in range(10)]
+            b.write({k: b"old" for k in doomed})
+            await b.commit()
+            a.write({**{ikey(i): b"v" for i in range(1, 301)}, **dict.fromkeys(doomed)})
+            server.triggers.set("log_merge_force_finalize_ours", 1)
+            await a.commit()
+            merged = []
+
+            async def merge():
+                merged.append(await server.merge_now())
+
+            nursery.start_soon(merge)
+            old_blocks = {r.blkno for r, _lvl in Btree(b.blocks, b.lt.item_root).block_refs()}
+            b.write({ikey(5000): b"new"})
+            await b.commit()
+            assert not merged, "the merge ended before b committed: nothing is tested"
+            new_blocks = {r.blkno for r, _lvl in Btree(b.blocks, b.lt.item_root).block_refs()}
+            for blkno in old_blocks - new_blocks:  # freed: as if reused by another mount
+                meta.write(blkno * fmt.META_BLOCK_SIZE, bytes(fmt.META_BLOCK_SIZE))
+            while not merged:
+                await trio.sleep(0.01)
+            assert merged == [True]
+            fs_root, _logs = await a.client.get_roots()
+            fs_items = dict(Btree(MetaBlocks(meta, sb.fsid), fs_root).items(fmt.KEY_MIN,
+                                                                            fmt.KEY_MAX))
+            assert all(fs_items[k].deleted for k in doomed)  # still hiding b's versions
+            nursery.cancel_scope.cancel()
+
+    run(main)
+
+
 def test_tall_log_tree_is_finalized(monkeypatch):
     meta, data, sb = volume()
     monkeypatch.setattr(srv, "FINALIZE_HEIGHT", 1)
