@@ -66,3 +66,14 @@ t_rounds_per_writer()
 		fi
 	done
 }
+
+# the test dir ($T_Dn) and the mount point ($T_Mn) of mount $1
+t_mount_dir()
+{
+	_t_mount_var D "$1"
+}
+
+t_mount_path()
+{
+	_t_mount_var M "$1"
+}

@@ -15,16 +15,6 @@ t_require_mounts 3
 
 umask 022
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
-mnt_path()
-{
-	eval echo "\$T_M$1"
-}
-
 
 # the client mount $1 holds locks of every kind it can: it reads what
 # the others wrote and writes files of its own
@@ -33,7 +23,7 @@ use_locks()
 	local nr="$1"
 	local dir
 
-	dir=$(mnt_dir "$nr")
+	dir=$(t_mount_dir "$nr")
 	cat "$dir"/file.* > /dev/null
 	ls -l "$dir" > /dev/null
 	echo "client round $2" > "$dir/client.$2"
@@ -59,7 +49,7 @@ check_gone()
 
 echo "== every mount writes a file"
 for i in $(t_fs_nrs); do
-	echo "file from $i" > "$(mnt_dir "$i")/file.$i"
+	echo "file from $i" > "$(t_mount_dir "$i")/file.$i"
 done
 
 echo "== a client holds locks and unmounts"
@@ -77,15 +67,15 @@ check_gone "$cl" "$rid" "$sysdir"
 echo "== the others see what it wrote"
 for i in $(t_fs_nrs); do
 	[ "$i" == "$cl" ] && continue
-	cat "$(mnt_dir "$i")/dir.1/client.1"
-	getfattr --absolute-names --only-values -n user.round "$(mnt_dir "$i")/dir.1/client.1"
+	cat "$(t_mount_dir "$i")/dir.1/client.1"
+	getfattr --absolute-names --only-values -n user.round "$(t_mount_dir "$i")/dir.1/client.1"
 	echo
 done
 
 echo "== mount it again"
 t_mount "$cl"
 [ "$(t_mount_rid "$cl")" != "$rid" ] && echo "new rid"
-cat "$(mnt_dir "$cl")/dir.1/client.1"
+cat "$(t_mount_dir "$cl")/dir.1/client.1"
 
 echo "== a client unmounts while the new leader recovers its locks"
 t_save_all_sysfs_mount_options quorum_heartbeat_timeout_ms
@@ -102,7 +92,7 @@ kill -9 "$pid"
 while kill -0 "$pid" 2>/dev/null; do
 	sleep .1
 done
-umount -l "$(mnt_path "$sv")" 2>/dev/null
+umount -l "$(t_mount_path "$sv")" 2>/dev/null
 # the client's farewell needs a majority of quorum members to remain, so
 # with the leader dead it may only finish once the killed mount is back
 t_umount "$cl" &
@@ -112,9 +102,9 @@ wait "$upid" || t_fail "unmount of the client failed"
 t_wait_for_leader 2>/dev/null
 check_gone "$cl" "$rid" "$sysdir"
 t_mount "$cl"
-cat "$(mnt_dir "$cl")/dir.2/client.2"
+cat "$(t_mount_dir "$cl")/dir.2/client.2"
 for i in $(t_fs_nrs); do
-	cat "$(mnt_dir "$i")"/file.* | md5sum | cut -d ' ' -f 1 > "$T_TMP.files.$i"
+	cat "$(t_mount_dir "$i")"/file.* | md5sum | cut -d ' ' -f 1 > "$T_TMP.files.$i"
 	cmp -s "$T_TMP.files.0" "$T_TMP.files.$i" || echo "mount $i reads other files"
 done
 t_restore_all_sysfs_mount_options quorum_heartbeat_timeout_ms

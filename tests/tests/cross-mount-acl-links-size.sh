@@ -18,22 +18,17 @@ umask 022
 
 AS_U2="setpriv --reuid=22222 --regid=44444 --clear-groups"
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # views of mount $1, relative to the round dir
 acl()
 {
-	(cd "$(mnt_dir "$1")/round.$w" && getfacl -n -p "${@:2}" 2>&1)
+	(cd "$(t_mount_dir "$1")/round.$w" && getfacl -n -p "${@:2}" 2>&1)
 }
 
 access()
 {
 	local d
 	local p
-	d="$(mnt_dir "$1")/round.$w"
+	d="$(t_mount_dir "$1")/round.$w"
 
 	for p in "${@:2}"; do
 		if $AS_U2 cat "$d/$p" > /dev/null 2>&1; then
@@ -51,19 +46,19 @@ access()
 
 links()
 {
-	(cd "$(mnt_dir "$1")/round.$w" && stat -c '%n %h %i' "${@:2}" 2>&1) | \
+	(cd "$(t_mount_dir "$1")/round.$w" && stat -c '%n %h %i' "${@:2}" 2>&1) | \
 		awk '{ if (NF == 3) { if (!($3 in s)) s[$3] = ++n; $3 = "inode" s[$3] } print }'
 }
 
 data()
 {
-	(cd "$(mnt_dir "$1")/round.$w" && stat -c '%n %s %b' "${@:2}" 2>&1 && md5sum "${@:2}" 2>&1)
+	(cd "$(t_mount_dir "$1")/round.$w" && stat -c '%n %s %b' "${@:2}" 2>&1 && md5sum "${@:2}" 2>&1)
 }
 
 round()
 {
 	local d
-	d="$(mnt_dir "$w")/round.$w"
+	d="$(t_mount_dir "$w")/round.$w"
 
 	echo "== access ACLs"
 	mkdir "$d"
@@ -127,7 +122,7 @@ round()
 
 	rm -rf "$d"
 	for m in $(t_fs_nrs); do
-		test -e "$(mnt_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
+		test -e "$(t_mount_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
 	done
 }
 

@@ -16,11 +16,6 @@ t_require_mounts 2
 
 umask 022
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # run a command in mount $1's test dir, printing "on X: " before each
 # line of its output; X is i, j or k so rounds compare equal.  Returns
 # the command's status.
@@ -30,7 +25,7 @@ on()
 	local who="$2"
 	shift 2
 
-	(cd "$(mnt_dir "$nr")" && "$@" 2>&1) | sed -e "s/^/on $who: /"
+	(cd "$(t_mount_dir "$nr")" && "$@" 2>&1) | sed -e "s/^/on $who: /"
 	return "${PIPESTATUS[0]}"
 }
 
@@ -41,10 +36,10 @@ same_listing()
 	local want
 	local m
 
-	want=$(cd "$(mnt_dir "$i")" && ls -A "$dir" 2>&1 | paste -s -d ' ')
+	want=$(cd "$(t_mount_dir "$i")" && ls -A "$dir" 2>&1 | paste -s -d ' ')
 	echo "listing of $dir:${want:+ $want}"
 	for m in $(t_fs_nrs); do
-		[ "$(cd "$(mnt_dir "$m")" && ls -A "$dir" 2>&1 | paste -s -d ' ')" == "$want" ] || \
+		[ "$(cd "$(t_mount_dir "$m")" && ls -A "$dir" 2>&1 | paste -s -d ' ')" == "$want" ] || \
 			echo "mount $m lists $dir differently"
 	done
 }

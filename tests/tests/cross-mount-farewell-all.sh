@@ -13,17 +13,12 @@ t_require_mounts 2
 umask 022
 ROUNDS=3
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # what mount $1 sees: names, sizes and contents
 record()
 {
 	local dir
 
-	dir=$(mnt_dir "$1")
+	dir=$(t_mount_dir "$1")
 	(cd "$dir" && find . | sort | xargs stat -c '%n %s %h') > "$2"
 	(cd "$dir" && find . -type f | sort | xargs md5sum) >> "$2"
 }
@@ -31,11 +26,11 @@ record()
 for round in $(seq 1 $ROUNDS); do
 	echo "== round $round: every mount writes"
 	for i in $(t_fs_nrs); do
-		d="$(mnt_dir "$i")/r$round.m$i"
+		d="$(t_mount_dir "$i")/r$round.m$i"
 		mkdir "$d"
 		dd if=/dev/urandom of="$d/data" bs=4096 count=$((round * 3)) status=none
 		echo "round $round" > "$d/small"
-		echo "round $round" >> "$(mnt_dir "$i")/log.$i"
+		echo "round $round" >> "$(t_mount_dir "$i")/log.$i"
 	done
 	record 0 "$T_TMP.before.$round"
 
@@ -57,7 +52,7 @@ for round in $(seq 1 $ROUNDS); do
 done
 
 echo "== every mount's log of the rounds"
-cat "$(mnt_dir 0)"/log.* | sort | uniq -c | sed -e 's/^ *//'
+cat "$(t_mount_dir 0)"/log.* | sort | uniq -c | sed -e 's/^ *//'
 
 rm -rf "$T_D0"/r* "$T_D0"/log.*
 

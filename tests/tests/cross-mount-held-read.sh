@@ -12,11 +12,6 @@ t_require_mounts 2
 
 ROUNDS=200
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 nr=$T_NR_MOUNTS
 
 # the writer and reader of round $1: each writer in turn, with a reader
@@ -31,14 +26,14 @@ echo "== append on one mount, read through a held descriptor on another"
 : > "$T_D0/held"
 declare -a rfd next
 for m in $(t_fs_nrs); do
-	exec {fd}< "$(mnt_dir "$m")/held"
+	exec {fd}< "$(t_mount_dir "$m")/held"
 	rfd[$m]=$fd
 	next[$m]=1
 done
 bad=0
 for r in $(seq 1 $ROUNDS); do
 	pair "$r"
-	echo "line $r" >> "$(mnt_dir "$w")/held"
+	echo "line $r" >> "$(t_mount_dir "$w")/held"
 	# the reader reads every line appended since its last read
 	while [ "${next[$rd]}" -le "$r" ]; do
 		if ! read -r got <&"${rfd[$rd]}"; then
@@ -61,7 +56,7 @@ for m in $(t_fs_nrs); do
 done
 seq 1 $ROUNDS | sed -e 's/^/line /' > "$T_TMP.expected"
 for m in $(t_fs_nrs); do
-	cmp -s "$T_TMP.expected" "$(mnt_dir "$m")/held" || \
+	cmp -s "$T_TMP.expected" "$(t_mount_dir "$m")/held" || \
 		echo "mount $m reads different contents"
 done
 echo "size: $(stat -c %s "$T_D0/held")"

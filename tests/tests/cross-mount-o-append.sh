@@ -14,11 +14,6 @@ ROUNDS=100
 LINES=20
 PROCS=2
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 nr=$T_NR_MOUNTS
 
 echo "== append through a descriptor held open while another mount appends"
@@ -28,7 +23,7 @@ echo two >> "$T_D0/file"
 echo three >&"$fd"
 exec {fd}>&-
 for m in $(t_fs_nrs); do
-	paste -s -d ' ' "$(mnt_dir "$m")/file"
+	paste -s -d ' ' "$(t_mount_dir "$m")/file"
 done | uniq
 stat -c '%s' "$T_D0/file"
 
@@ -36,7 +31,7 @@ echo "== every mount appends in turn through its own held descriptor"
 : > "$T_D0/turns"
 declare -a wfd
 for m in $(t_fs_nrs); do
-	exec {fd}>> "$(mnt_dir "$m")/turns"
+	exec {fd}>> "$(t_mount_dir "$m")/turns"
 	wfd[$m]=$fd
 done
 for r in $(seq 1 $ROUNDS); do
@@ -48,8 +43,8 @@ for m in $(t_fs_nrs); do
 done
 seq 1 $ROUNDS | sed -e 's/^/line /' > "$T_TMP.expected"
 for m in $(t_fs_nrs); do
-	cmp -s "$T_TMP.expected" "$(mnt_dir "$m")/turns" || \
-		echo "mount $m reads different contents: $(wc -l < "$(mnt_dir "$m")/turns") lines"
+	cmp -s "$T_TMP.expected" "$(t_mount_dir "$m")/turns" || \
+		echo "mount $m reads different contents: $(wc -l < "$(t_mount_dir "$m")/turns") lines"
 done
 echo "size: $(stat -c %s "$T_D0/turns")"
 
@@ -63,7 +58,7 @@ for m in $(t_fs_nrs); do
 		(
 			read -r _ <&3
 			exec 3>&-
-			exec 4>> "$(mnt_dir "$m")/race"
+			exec 4>> "$(t_mount_dir "$m")/race"
 			for l in $(seq 1 $LINES); do
 				echo "writer $m.$p line $l" >&4
 			done
@@ -84,7 +79,7 @@ for m in $(t_fs_nrs); do
 	done
 done > "$T_TMP.expected"
 for m in $(t_fs_nrs); do
-	f="$(mnt_dir "$m")/race"
+	f="$(t_mount_dir "$m")/race"
 	# the same lines, and each writer's in its order
 	sort "$f" | cmp -s - <(sort "$T_TMP.expected") || \
 		echo "mount $m reads other lines: $(wc -l < "$f") lines"

@@ -16,15 +16,10 @@ t_require_mounts 2
 
 umask 022
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # mount $1's sorted listing of the round dir
 listing()
 {
-	(cd "$(mnt_dir "$1")/round.$w" && \
+	(cd "$(t_mount_dir "$1")/round.$w" && \
 		find . -mindepth 1 -printf '%p %y %n\n' 2>&1 | LC_ALL=C sort)
 }
 
@@ -33,7 +28,7 @@ xattrs()
 {
 	local m="$1"
 	shift
-	(cd "$(mnt_dir "$m")/round.$w" && \
+	(cd "$(t_mount_dir "$m")/round.$w" && \
 		getfattr -h -d -m - "$@" 2>&1) | sed -e 's/="vvvvvvvvvv*"/="v..."/'
 }
 
@@ -41,7 +36,7 @@ xattrs()
 value_len()
 {
 	echo "$2 of $3: $(getfattr --only-values -n "$2" \
-		"$(mnt_dir "$1")/round.$w/$3" 2>/dev/null | wc -c) bytes"
+		"$(t_mount_dir "$1")/round.$w/$3" 2>/dev/null | wc -c) bytes"
 }
 
 # a line count and md5sum of view function $2's output on mount $1
@@ -55,7 +50,7 @@ summary()
 round()
 {
 	local d
-	d="$(mnt_dir "$w")/round.$w"
+	d="$(t_mount_dir "$w")/round.$w"
 
 	echo "== create entries"
 	mkdir "$d"
@@ -128,7 +123,7 @@ round()
 	echo "== remove everything"
 	rm -rf "$d"
 	for m in $(t_fs_nrs); do
-		test -e "$(mnt_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
+		test -e "$(t_mount_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
 	done
 }
 

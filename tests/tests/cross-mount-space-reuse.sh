@@ -20,11 +20,6 @@ t_require_mounts 2
 
 MNT1="$T_TMPDIR/scratch1"
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 mnt_point()
 {
 	eval echo "\$T_M$1"
@@ -74,7 +69,7 @@ before=$(data_free "$T_M0")
 	echo "statfs free is df's data free"
 for w in $(t_fs_nrs); do
 	d=$(( (w + 1) % T_NR_MOUNTS ))
-	dd if=/dev/zero of="$(mnt_dir "$w")/file" bs=1M count=16 status=none || \
+	dd if=/dev/zero of="$(t_mount_dir "$w")/file" bs=1M count=16 status=none || \
 		echo "dd on mount $w failed"
 	commit "$(mnt_point "$w")"
 	for m in $(t_fs_nrs); do
@@ -82,7 +77,7 @@ for w in $(t_fs_nrs); do
 		[ "$used" == 4096 ] || \
 			echo "round $w: mount $m's statfs shows $used blocks used, not 4096"
 	done
-	rm "$(mnt_dir "$d")/file"
+	rm "$(t_mount_dir "$d")/file"
 	wait_free "$before" "$(mnt_point "$d")" || echo "round $w: data free not restored"
 	for m in $(t_fs_nrs); do
 		[ "$(data_free "$(mnt_point "$m")")" == "$before" ] || \

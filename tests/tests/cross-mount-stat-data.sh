@@ -17,16 +17,11 @@ t_require_mounts 2
 
 umask 022
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # what's printed for mount $1's view of name $2 in round $w
 shown()
 {
 	local dir
-	dir="$(mnt_dir "$1")/round.$w"
+	dir="$(t_mount_dir "$1")/round.$w"
 
 	stat -c '%A %s %h %u %g' "$dir/$2" 2>&1 | sed -e "s@$dir/@@"
 	md5sum "$dir/$2" 2>/dev/null | cut -d ' ' -f 1
@@ -35,8 +30,8 @@ shown()
 # compared but not printed: mtime and ctime with nanoseconds
 hidden()
 {
-	stat -c 'mtime %y ctime %z' "$(mnt_dir "$1")/round.$w/$2" 2>&1 | \
-		sed -e "s@$(mnt_dir "$1")/round.$w/@@"
+	stat -c 'mtime %y ctime %z' "$(t_mount_dir "$1")/round.$w/$2" 2>&1 | \
+		sed -e "s@$(t_mount_dir "$1")/round.$w/@@"
 }
 
 # print the writer's view of name $2 after step $1, then every mount
@@ -69,7 +64,7 @@ check()
 round()
 {
 	local d
-	d="$(mnt_dir "$w")/round.$w"
+	d="$(t_mount_dir "$w")/round.$w"
 
 	echo "== create"
 	mkdir "$d"
@@ -119,7 +114,7 @@ round()
 	# atime before anything reads the file again (a read may update it)
 	stat -c 'mtime %Y atime %X' "$d/file"
 	for m in $(t_fs_nrs); do
-		[ "$(stat -c '%y %x' "$(mnt_dir "$m")/round.$w/file")" == \
+		[ "$(stat -c '%y %x' "$(t_mount_dir "$m")/round.$w/file")" == \
 		  "$(stat -c '%y %x' "$d/file")" ] || echo "mount $m sees other times"
 	done
 	check utimens-atime file
@@ -129,7 +124,7 @@ round()
 	check remove file
 	rmdir "$d"
 	for m in $(t_fs_nrs); do
-		test -e "$(mnt_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
+		test -e "$(t_mount_dir "$m")/round.$w" && echo "mount $m still sees the round dir"
 	done
 }
 

@@ -12,11 +12,6 @@ t_require_mounts 2
 NAMES=50
 PROCS=2
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # wait on the barrier fifo, then try to create every name in the race dir
 # of mount $1 as process $2 with method $3 (file or dir).  Wins go to
 # $T_TMP.won.<id>, failure messages to $T_TMP.err.<id>.
@@ -30,7 +25,7 @@ worker()
 
 	read -r _ <&3
 	exec 3>&-
-	cd "$(mnt_dir "$m")/$how" || exit 1
+	cd "$(t_mount_dir "$m")/$how" || exit 1
 	set -o noclobber
 	for n in $(seq 0 $((NAMES - 1))); do
 		if [ "$how" == "file" ]; then
@@ -93,13 +88,13 @@ race()
 
 	# every mount sees exactly the names and each winner's contents
 	for m in $(t_fs_nrs); do
-		got=$(ls "$(mnt_dir "$m")/$how" | wc -l)
+		got=$(ls "$(t_mount_dir "$m")/$how" | wc -l)
 		[ "$got" == "$NAMES" ] || echo "mount $m lists $got names"
 		while read -r n want; do
 			if [ "$how" == "file" ]; then
-				got=$(cat "$(mnt_dir "$m")/$how/name.$n")
+				got=$(cat "$(t_mount_dir "$m")/$how/name.$n")
 			else
-				got=$(cat "$(mnt_dir "$m")/$how/name.$n/winner")
+				got=$(cat "$(t_mount_dir "$m")/$how/name.$n/winner")
 			fi
 			[ "$got" == "$want" ] || \
 				echo "mount $m reads '$got' from name.$n, winner was $want"

@@ -18,16 +18,6 @@ t_require_mounts 2
 umask 022
 WORK_FILES=30
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
-mnt_path()
-{
-	eval echo "\$T_M$1"
-}
-
 # create files in its own dir on mount $1 and read them back
 worker()
 {
@@ -35,7 +25,7 @@ worker()
 	local dir
 	local k
 
-	dir="$(mnt_dir "$nr")/work.$nr"
+	dir="$(t_mount_dir "$nr")/work.$nr"
 	for k in $(seq 1 $WORK_FILES); do
 		echo "work $nr $k" > "$dir/f$k" || echo "mount $nr: create f$k failed"
 		[ "$(cat "$dir/f$k")" == "work $nr $k" ] || echo "mount $nr: f$k reads back wrong"
@@ -45,10 +35,10 @@ worker()
 
 echo "== every mount sees every other"
 for i in $(t_fs_nrs); do
-	echo "seen from $i" > "$(mnt_dir "$i")/seen.$i"
+	echo "seen from $i" > "$(t_mount_dir "$i")/seen.$i"
 done
 for i in $(t_fs_nrs); do
-	n=$(find "$(mnt_dir "$i")" -maxdepth 1 -name 'seen.*' | wc -l)
+	n=$(find "$(t_mount_dir "$i")" -maxdepth 1 -name 'seen.*' | wc -l)
 	[ "$n" -eq "$T_NR_MOUNTS" ] || echo "mount $i sees $n of $T_NR_MOUNTS files"
 done
 
@@ -62,16 +52,16 @@ others=()
 for i in $(t_fs_nrs); do
 	if [ "$i" != "$cl" ]; then
 		others+=("$i")
-		mkdir "$(mnt_dir "$i")/work.$i"
+		mkdir "$(t_mount_dir "$i")/work.$i"
 	fi
 done
-cldir="$(mnt_dir "$cl")/client"
+cldir="$(t_mount_dir "$cl")/client"
 mkdir "$cldir"
 for k in 1 2 3; do
 	dd if=/dev/urandom of="$cldir/synced$k" bs=4096 count=$((k * 3)) status=none
 done
 # committed into its open log tree, which stays open
-scoutfs sync -p "$(mnt_path "$cl")" || t_fail "sync of the client failed"
+scoutfs sync -p "$(t_mount_path "$cl")" || t_fail "sync of the client failed"
 (cd "$cldir" && md5sum synced*) > "$T_TMP.sums"
 sed -e 's/^[0-9a-f]* /<sum> /' "$T_TMP.sums"
 # and some writes that are never synced
@@ -113,23 +103,23 @@ for i in "${others[@]}"; do
 done
 for i in "${others[@]}"; do
 	for j in "${others[@]}"; do
-		test -e "$(mnt_dir "$i")/work.$j/done" || echo "mount $i doesn't see mount $j's work"
+		test -e "$(t_mount_dir "$i")/work.$j/done" || echo "mount $i doesn't see mount $j's work"
 	done
 done
 echo "checked"
 
 echo "== mount the client again"
 t_mount "$cl"
-(cd "$(mnt_dir "$cl")/client" && md5sum -c --quiet "$T_TMP.sums") && echo "synced files intact"
+(cd "$(t_mount_dir "$cl")/client" && md5sum -c --quiet "$T_TMP.sums") && echo "synced files intact"
 for i in "${others[@]}"; do
-	(cd "$(mnt_dir "$i")/client" && md5sum -c --quiet "$T_TMP.sums") || \
+	(cd "$(t_mount_dir "$i")/client" && md5sum -c --quiet "$T_TMP.sums") || \
 		echo "mount $i sees other synced files"
-	n=$(ls "$(mnt_dir "$cl")/work.$i" | wc -l)
+	n=$(ls "$(t_mount_dir "$cl")/work.$i" | wc -l)
 	[ "$n" -eq $((WORK_FILES + 1)) ] || echo "client sees $n files of mount $i's work"
 done
 echo "new rid differs: $([ "$(t_mount_rid "$cl")" != "$rid" ] && echo yes || echo no)"
-echo "written again" > "$(mnt_dir "$cl")/client/again"
-cat "$(mnt_dir "${others[0]}")/client/again"
+echo "written again" > "$(t_mount_dir "$cl")/client/again"
+cat "$(t_mount_dir "${others[0]}")/client/again"
 
 rm -rf "$T_D0"/seen.* "$T_D0"/work.* "$T_D0/client"
 

@@ -17,23 +17,13 @@ umask 022
 FILES=3
 WRITER_FILES=40
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
-mnt_path()
-{
-	eval echo "\$T_M$1"
-}
-
 
 # check every synced file from mount $1
 check_synced()
 {
 	local dir
 
-	dir=$(mnt_dir "$1")
+	dir=$(t_mount_dir "$1")
 	(cd "$dir" && md5sum -c --quiet "$T_TMP.sums") || echo "mount $1 sees changed synced files"
 }
 
@@ -45,24 +35,24 @@ writer()
 	local dir
 	local k
 
-	dir="$(mnt_dir "$nr")/writer"
+	dir="$(t_mount_dir "$nr")/writer"
 	for k in $(seq 1 $WRITER_FILES); do
 		cp "$T_TMP.src" "$dir/w$k" || echo "copy w$k failed"
 		cmp -s "$T_TMP.src" "$dir/w$k" || echo "w$k differs after its write"
 		# commits need the server: some happen during the failover
 		if [ $((k % 5)) == 0 ]; then
-			scoutfs sync -p "$(mnt_path "$nr")" || echo "sync after w$k failed"
+			scoutfs sync -p "$(t_mount_path "$nr")" || echo "sync after w$k failed"
 		fi
 		echo "$k" > "$T_TMP.writer.progress"
 	done
-	scoutfs sync -p "$(mnt_path "$nr")" || echo "sync of the writer's mount failed"
+	scoutfs sync -p "$(t_mount_path "$nr")" || echo "sync of the writer's mount failed"
 	echo "writer done"
 }
 
 echo "== write and sync files from every mount"
 for i in $(t_fs_nrs); do
 	for k in $(seq 1 $FILES); do
-		dd if=/dev/urandom of="$(mnt_dir "$i")/synced.$i.$k" bs=4096 \
+		dd if=/dev/urandom of="$(t_mount_dir "$i")/synced.$i.$k" bs=4096 \
 			count=$((k * 4)) status=none
 	done
 done
@@ -91,7 +81,7 @@ echo "leader $sv rid $rid pid $pid writer $wr" >> "$T_TMP.log"
 
 echo "== kill -9 the leader while another mount writes"
 dd if=/dev/urandom of="$T_TMP.src" bs=4096 count=16 status=none
-mkdir "$(mnt_dir "$wr")/writer"
+mkdir "$(t_mount_dir "$wr")/writer"
 echo 0 > "$T_TMP.writer.progress"
 writer "$wr" > "$T_TMP.writer.out" 2>&1 &
 wpid=$!
@@ -106,7 +96,7 @@ while kill -0 "$pid" 2>/dev/null; do
 	sleep .1
 done
 echo "daemon gone"
-umount -l "$(mnt_path "$sv")" 2>/dev/null
+umount -l "$(t_mount_path "$sv")" 2>/dev/null
 t_mount_gone "$sv"
 
 echo "== a new leader is elected"
@@ -136,7 +126,7 @@ echo "== synced files are intact on the surviving mounts"
 for i in "${survivors[@]}"; do
 	check_synced "$i"
 	for k in $(seq 1 $WRITER_FILES); do
-		cmp -s "$T_TMP.src" "$(mnt_dir "$i")/writer/w$k" || echo "mount $i: w$k differs"
+		cmp -s "$T_TMP.src" "$(t_mount_dir "$i")/writer/w$k" || echo "mount $i: w$k differs"
 	done
 done
 echo "checked"
@@ -153,20 +143,20 @@ echo "== remount the killed mount"
 t_mount "$sv"
 check_synced "$sv"
 for k in $(seq 1 $WRITER_FILES); do
-	cmp -s "$T_TMP.src" "$(mnt_dir "$sv")/writer/w$k" || echo "remounted: w$k differs"
+	cmp -s "$T_TMP.src" "$(t_mount_dir "$sv")/writer/w$k" || echo "remounted: w$k differs"
 done
 echo "checked"
 t_wait_for_leader
 
 echo "== every mount still works"
 for i in $(t_fs_nrs); do
-	echo "after from $i" > "$(mnt_dir "$i")/after.$i"
+	echo "after from $i" > "$(t_mount_dir "$i")/after.$i"
 done
 for i in $(t_fs_nrs); do
-	cat "$(mnt_dir "$i")"/after.* | sort | md5sum | cut -d ' ' -f 1 > "$T_TMP.after.$i"
+	cat "$(t_mount_dir "$i")"/after.* | sort | md5sum | cut -d ' ' -f 1 > "$T_TMP.after.$i"
 	cmp -s "$T_TMP.after.0" "$T_TMP.after.$i" || echo "mount $i reads other contents"
 done
-n=$(cat "$(mnt_dir 0)"/after.* | wc -l)
+n=$(cat "$(t_mount_dir 0)"/after.* | wc -l)
 if [ "$n" -eq "$T_NR_MOUNTS" ]; then
 	echo "every mount reads the file of every mount"
 else

@@ -11,17 +11,12 @@ t_require_mounts 2
 
 umask 022
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # what mount $1 sees: names, sizes, modes, link counts, contents, xattrs
 record()
 {
 	local dir
 
-	dir=$(mnt_dir "$1")
+	dir=$(t_mount_dir "$1")
 	(cd "$dir" && find . | sort | xargs stat -c '%n %s %a %h %F') > "$2.stat"
 	(cd "$dir" && find . -type f | sort | xargs md5sum) > "$2.md5"
 	(cd "$dir" && find . | sort | while read -r p; do
@@ -47,7 +42,7 @@ compare()
 
 echo "== every mount writes, renames and removes"
 for i in $(t_fs_nrs); do
-	d="$(mnt_dir "$i")/m$i"
+	d="$(t_mount_dir "$i")/m$i"
 	mkdir -p "$d/sub"
 	for k in 1 2 3 4; do
 		dd if=/dev/urandom of="$d/f$k" bs=4096 count=$((k * 2)) status=none
@@ -61,7 +56,7 @@ for i in $(t_fs_nrs); do
 done
 # a file every mount appends to
 for i in $(t_fs_nrs); do
-	echo "line from mount $i" >> "$(mnt_dir "$i")/shared"
+	echo "line from mount $i" >> "$(t_mount_dir "$i")/shared"
 done
 compare before
 (cd "$T_D0" && find . | sort | xargs stat -c '%n %s %a %h')
@@ -94,7 +89,7 @@ echo "compared"
 
 echo "== writes after the merge"
 for i in $(t_fs_nrs); do
-	echo "after merge from $i" >> "$(mnt_dir "$i")/shared"
+	echo "after merge from $i" >> "$(t_mount_dir "$i")/shared"
 done
 cat "$T_D0/shared"
 

@@ -27,11 +27,6 @@ can_go()
 	[ "$nr" -ge "$T_QUORUM" ] || [ $((T_QUORUM - 1)) -ge "$(t_majority_count)" ]
 }
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # create this round's files on mount $1, then read back every file of
 # the earlier rounds (each file holds its own name)
 worker()
@@ -43,7 +38,7 @@ worker()
 	local k
 	local f
 
-	dir="$(mnt_dir "$nr")/shared"
+	dir="$(t_mount_dir "$nr")/shared"
 	for k in $(seq 1 $FILES); do
 		name="r$round.m$nr.$k"
 		echo "$name" > "$dir/$name" || echo "create $name failed"
@@ -59,7 +54,7 @@ worker()
 echo "== make the shared dir"
 mkdir "$T_D0/shared"
 for i in $(t_fs_nrs); do
-	test -d "$(mnt_dir "$i")/shared" || echo "mount $i doesn't see the shared dir"
+	test -d "$(t_mount_dir "$i")/shared" || echo "mount $i doesn't see the shared dir"
 done
 
 candidates=()
@@ -93,7 +88,7 @@ done
 echo "== every mount sees every file"
 expected=$(( ROUNDS * FILES * (T_NR_MOUNTS - 1) ))
 for i in $(t_fs_nrs); do
-	dir="$(mnt_dir "$i")/shared"
+	dir="$(t_mount_dir "$i")/shared"
 	(cd "$dir" && ls | sort) > "$T_TMP.ls.$i"
 	n=$(wc -l < "$T_TMP.ls.$i")
 	bad=0

@@ -13,11 +13,6 @@ t_require_mounts 2
 FILES=180
 DIRS=18
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 nr=$T_NR_MOUNTS
 
 # mount $1's share [start, end) of $2 names
@@ -46,10 +41,10 @@ at_once()
 create()
 {
 	share "$1" $FILES
-	createmany -o "$(mnt_dir "$1")/dir/f" $start $((end - start)) > /dev/null || \
+	createmany -o "$(t_mount_dir "$1")/dir/f" $start $((end - start)) > /dev/null || \
 		echo "createmany of files on mount $1 failed"
 	share "$1" $DIRS
-	createmany -d "$(mnt_dir "$1")/dir/d" $start $((end - start)) > /dev/null || \
+	createmany -d "$(t_mount_dir "$1")/dir/d" $start $((end - start)) > /dev/null || \
 		echo "createmany of dirs on mount $1 failed"
 }
 
@@ -61,13 +56,13 @@ remove()
 	share "$1" $FILES
 	for i in $(seq $start $((end - 1))); do
 		if (( i % 2 )); then
-			rm "$(mnt_dir "$1")/dir/f$i" || echo "rm f$i on mount $1 failed"
+			rm "$(t_mount_dir "$1")/dir/f$i" || echo "rm f$i on mount $1 failed"
 		fi
 	done
 	share "$1" $DIRS
 	for i in $(seq $start $((end - 1))); do
 		if (( i >= DIRS / 2 )); then
-			rmdir "$(mnt_dir "$1")/dir/d$i" || echo "rmdir d$i on mount $1 failed"
+			rmdir "$(t_mount_dir "$1")/dir/d$i" || echo "rmdir d$i on mount $1 failed"
 		fi
 	done
 }
@@ -88,7 +83,7 @@ views()
 view()
 {
 	local d
-	d="$(mnt_dir "$1")/dir"
+	d="$(t_mount_dir "$1")/dir"
 
 	echo "entries: $(ls "$d" | wc -l), files: $(find "$d" -mindepth 1 -type f | wc -l)," \
 		"dirs: $(find "$d" -mindepth 1 -type d | wc -l)"
@@ -121,9 +116,9 @@ expected
 echo "expected links: $((2 + DIRS / 2))"
 
 echo "== remove everything from another mount"
-rm -rf "$(mnt_dir $((nr - 1)))/dir"
+rm -rf "$(t_mount_dir $((nr - 1)))/dir"
 for m in $(t_fs_nrs); do
-	test -e "$(mnt_dir "$m")/dir" && echo "mount $m still sees dir"
+	test -e "$(t_mount_dir "$m")/dir" && echo "mount $m still sees dir"
 done
 ls -A "$T_D0" | wc -l
 

@@ -12,11 +12,6 @@
 t_require_commands date findmnt umount grep
 t_require_mounts 3
 
-mnt_path()
-{
-	eval echo "\$T_M$1"
-}
-
 
 now_ms()
 {
@@ -86,7 +81,7 @@ test_timeout()
 	while kill -0 "$pid" 2>/dev/null; do
 		sleep .1
 	done
-	umount -l "$(mnt_path "$sv")" 2>/dev/null
+	umount -l "$(t_mount_path "$sv")" 2>/dev/null
 	t_mount "$sv"
 	t_wait_for_leader
 }

@@ -13,11 +13,6 @@ t_require_mounts 2
 ROUNDS=20
 PROCS=2
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # process $2 on mount $1: wait on the barrier, then rename its source of
 # each round onto the round's target, recording wins and errors
 worker()
@@ -29,7 +24,7 @@ worker()
 
 	read -r _ <&3
 	exec 3>&-
-	cd "$(mnt_dir "$m")/$how" || exit 1
+	cd "$(t_mount_dir "$m")/$how" || exit 1
 	for r in $(seq 1 $ROUNDS); do
 		if dumb_renameat2 -n "src.$id.$r" "target.$r" 2>> "$T_TMP.err.$id"; then
 			echo "$r $id" >> "$T_TMP.won.$id"
@@ -68,10 +63,10 @@ race()
 			ids+=("$m.$p")
 			for r in $(seq 1 $ROUNDS); do
 				if [ "$how" == "file" ]; then
-					echo "$m.$p" > "$(mnt_dir "$m")/$how/src.$m.$p.$r"
+					echo "$m.$p" > "$(t_mount_dir "$m")/$how/src.$m.$p.$r"
 				else
-					mkdir "$(mnt_dir "$m")/$how/src.$m.$p.$r"
-					echo "$m.$p" > "$(mnt_dir "$m")/$how/src.$m.$p.$r/id"
+					mkdir "$(t_mount_dir "$m")/$how/src.$m.$p.$r"
+					echo "$m.$p" > "$(t_mount_dir "$m")/$how/src.$m.$p.$r/id"
 				fi
 			done
 		done
@@ -110,7 +105,7 @@ race()
 				echo "mount $m reads '$got' from target.$r, winner was $want"
 			for id in "${ids[@]}"; do
 				if [ "$id" == "$want" ]; then
-					test -e "$(mnt_dir "$m")/$how/src.$id.$r" && \
+					test -e "$(t_mount_dir "$m")/$how/src.$id.$r" && \
 						echo "mount $m still sees winner's src.$id.$r"
 				else
 					contents "$m" "src.$id.$r"
@@ -119,7 +114,7 @@ race()
 				fi
 			done
 		done < "$T_TMP.won"
-		got=$(ls "$(mnt_dir "$m")/$how" | wc -l)
+		got=$(ls "$(t_mount_dir "$m")/$how" | wc -l)
 		[ "$got" == $((ROUNDS * ${#ids[@]})) ] || \
 			echo "mount $m lists $got entries"
 	done

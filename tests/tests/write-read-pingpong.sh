@@ -11,11 +11,6 @@ t_require_mounts 2
 
 ROUNDS=200
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 nr=$T_NR_MOUNTS
 
 # the writer and reader of round $1: each writer in turn, with a reader
@@ -30,8 +25,8 @@ echo "== append on one mount, read the last line on another"
 bad=0
 for r in $(seq 1 $ROUNDS); do
 	pair "$r"
-	echo "line $r" >> "$(mnt_dir "$w")/file"
-	got=$(tail -n 1 "$(mnt_dir "$rd")/file")
+	echo "line $r" >> "$(t_mount_dir "$w")/file"
+	got=$(tail -n 1 "$(t_mount_dir "$rd")/file")
 	if [ "$got" != "line $r" ]; then
 		echo "round $r: mount $rd read '$got' after mount $w appended 'line $r'"
 		((bad++))
@@ -40,7 +35,7 @@ done
 echo "rounds: $ROUNDS, bad reads: $bad"
 seq 1 $ROUNDS | sed -e 's/^/line /' > "$T_TMP.expected"
 for m in $(t_fs_nrs); do
-	cmp -s "$T_TMP.expected" "$(mnt_dir "$m")/file" || \
+	cmp -s "$T_TMP.expected" "$(t_mount_dir "$m")/file" || \
 		echo "mount $m reads different contents"
 done
 echo "size: $(stat -c %s "$T_D0/file")"

@@ -13,11 +13,6 @@ t_require_mounts 2
 ROUNDS=24
 LOAD_MAX=3000
 
-mnt_dir()
-{
-	eval echo "\$T_D$1"
-}
-
 # create files in mount $1's load dir until the stop file exists
 load()
 {
@@ -25,7 +20,7 @@ load()
 	local dir
 	local n
 
-	dir="$(mnt_dir "$m")/load.$m"
+	dir="$(t_mount_dir "$m")/load.$m"
 	for n in $(seq 1 $LOAD_MAX); do
 		[ -e "$T_TMP.stop" ] && break
 		: > "$dir/f$n" || echo "load on mount $m failed at f$n"
@@ -35,14 +30,14 @@ load()
 get()
 {
 	getfattr --absolute-names --only-values -n user.pingpong \
-		"$(mnt_dir "$1")/file" 2>&1
+		"$(t_mount_dir "$1")/file" 2>&1
 }
 
 echo "== start a create load on every mount"
 touch "$T_D0/file"
 pids=()
 for m in $(t_fs_nrs); do
-	mkdir "$(mnt_dir "$m")/load.$m"
+	mkdir "$(t_mount_dir "$m")/load.$m"
 	load "$m" &
 	pids+=("$!")
 done
@@ -59,17 +54,17 @@ for r in $(seq 1 $ROUNDS); do
 		((bad++))
 	fi
 	prev="round $r set by mount $m"
-	setfattr -n user.pingpong -v "$prev" "$(mnt_dir "$m")/file" || \
+	setfattr -n user.pingpong -v "$prev" "$(t_mount_dir "$m")/file" || \
 		echo "round $r: setfattr on mount $m failed"
 	# every few rounds also remove it and check it's gone everywhere
 	if [ $(( r % 10 )) == 0 ]; then
-		setfattr -x user.pingpong "$(mnt_dir $(( (r + 1) % nr )))/file"
+		setfattr -x user.pingpong "$(t_mount_dir $(( (r + 1) % nr )))/file"
 		for o in $(t_fs_nrs); do
 			got=$(get "$o")
 			[[ "$got" == *"No such attribute" ]] || \
 				echo "round $r: mount $o still reads '$got' after removal"
 		done
-		setfattr -n user.pingpong -v "$prev" "$(mnt_dir $(( (r + 2) % nr )))/file"
+		setfattr -n user.pingpong -v "$prev" "$(t_mount_dir $(( (r + 2) % nr )))/file"
 	fi
 done
 echo "rounds: $ROUNDS, bad reads: $bad"
@@ -88,9 +83,9 @@ done | sort | uniq -c | sed -e 's/^ *[0-9]* //'
 
 echo "== every mount lists every load dir the same"
 for m in $(t_fs_nrs); do
-	want=$(ls "$(mnt_dir "$m")/load.$m" | LC_ALL=C sort | md5sum)
+	want=$(ls "$(t_mount_dir "$m")/load.$m" | LC_ALL=C sort | md5sum)
 	for o in $(t_fs_nrs); do
-		[ "$(ls "$(mnt_dir "$o")/load.$m" | LC_ALL=C sort | md5sum)" == "$want" ] || \
+		[ "$(ls "$(t_mount_dir "$o")/load.$m" | LC_ALL=C sort | md5sum)" == "$want" ] || \
 			echo "mount $o lists load.$m differently than mount $m"
 	done
 done

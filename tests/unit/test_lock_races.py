@@ -302,6 +302,24 @@ class Cluster:
 
     # ------------------------------------------------------------------ users
 
+    async def requested(self, rid: int, key_nr: int, mode: int) -> trio.Event:
+        """A user on `rid` asks for the lock and its request reaches the server; the user
+        holds the lock, once granted, until the returned event is set."""
+        release = self.acquire(rid, key_nr, mode)
+        await self.settle()
+        await self.deliver_one("req", rid)
+        return release
+
+    async def granted(self, rid: int, key_nr: int, mode: int) -> trio.Event:
+        """As `requested`, and the server's grant is delivered too."""
+        release = await self.requested(rid, key_nr, mode)
+        await self.deliver_one("grant", rid)
+        return release
+
+    async def granted_idle(self, rid: int, key_nr: int, mode: int) -> None:
+        """As `granted`, then the user releases: `rid` holds the mode, unused."""
+        (await self.granted(rid, key_nr, mode)).set()
+
     def acquire(self, rid: int, key_nr: int, mode: int) -> trio.Event:
         """Start a user that takes the lock and holds it until the returned event is set."""
         release = trio.Event()
@@ -421,13 +439,9 @@ def test_grant_crossing_an_invalidation():
 
     async def t(c: Cluster):
         a, b = c.nodes[1], c.nodes[2]
-        rel_a = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
+        rel_a = await c.requested(1, 0, R)
         grant = c.find("grant", 1)  # granted, but the reply is still on its way
-        c.acquire(2, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.requested(2, 0, W)
         await c.deliver_one("inval", 1)  # READ -> NULL, before the grant
         assert a.counters.get("lock_invalidate_crossing") == 1
         assert not c.has("answer") and not c.has("commit")
@@ -455,14 +469,8 @@ def test_invalidation_of_the_held_mode_while_a_request_waits():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        c.acquire(2, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.granted_idle(1, 0, R)
+        await c.requested(2, 0, W)
         c.acquire(1, 0, W)  # upgrade: READ -> WRITE, queued behind B
         await c.settle()
         await c.deliver_one("req", 1)
@@ -486,18 +494,10 @@ def test_upgrade_grant_invalidated_before_it_arrives():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        c.acquire(1, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 1)
+        await c.granted_idle(1, 0, R)
+        await c.requested(1, 0, W)
         grant = c.find("grant", 1)
-        c.acquire(2, 0, WO)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.requested(2, 0, WO)
         await c.deliver_one("inval", 1)  # old WRITE -> NULL, before the WRITE grant
         assert a.counters.get("lock_invalidate_early") == 1
         await c.deliver_one("commit", 1)
@@ -519,18 +519,10 @@ def test_upgrade_grant_lost_in_a_reconnect():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        c.acquire(1, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 1)
+        await c.granted_idle(1, 0, R)
+        await c.requested(1, 0, W)
         assert c.has("grant", 1)
-        c.acquire(2, 0, WO)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.requested(2, 0, WO)
         c.drop_connection(1)  # loses the grant and the invalidation; both are resent
         await c.settle()
         assert c.has("inval", 1) and c.has("req", 1) and not c.has("grant")
@@ -549,14 +541,8 @@ def test_recovery_while_an_invalidation_is_pending():
 
     async def t(c: Cluster):
         a, b = c.nodes[1], c.nodes[2]
-        rel = c.acquire(1, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        c.acquire(2, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.granted_idle(1, 0, W)
+        await c.requested(2, 0, R)
         await c.deliver_one("inval", 1)  # WRITE -> READ: the commit is in flight
         assert c.has("commit", 1)
         await c.failover()
@@ -590,14 +576,8 @@ def test_request_reaching_a_new_server_before_its_recovery_report():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        c.acquire(2, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.granted_idle(1, 0, W)
+        await c.requested(2, 0, R)
         await c.deliver_one("inval", 1)  # WRITE -> READ, commit in flight
         c.acquire(1, 0, W)  # queued behind the invalidation
         await c.settle()
@@ -627,17 +607,10 @@ def test_crossing_wait_ends_when_the_server_moves_on():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        c.acquire(3, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 3)
+        rel = await c.granted(1, 0, W)
+        await c.requested(3, 0, R)
         await c.deliver_one("inval", 1)  # WRITE -> READ waits for A's WRITE user
-        c.acquire(2, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.requested(2, 0, W)
         await c.failover()
         await c.settle()
         await c.deliver_one("req", 3)
@@ -674,14 +647,8 @@ def test_duplicate_invalidation_after_reconnect():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        c.acquire(2, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.granted_idle(1, 0, R)
+        await c.requested(2, 0, W)
         await c.deliver_one("inval", 1)
         await c.deliver_one("commit", 1)
         assert c.has("answer", 1)
@@ -704,14 +671,8 @@ def test_duplicate_invalidation_crossing_a_new_request():
 
     async def t(c: Cluster):
         a = c.nodes[1]
-        rel = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        rel_b = c.acquire(2, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.granted_idle(1, 0, R)
+        rel_b = await c.requested(2, 0, W)
         await c.deliver_one("inval", 1)
         await c.deliver_one("commit", 1)
         c.acquire(1, 0, R)
@@ -737,14 +698,8 @@ def test_late_answer_to_an_implied_invalidation_is_stale():
 
     async def t(c: Cluster):
         a, b = c.nodes[1], c.nodes[2]
-        rel = c.acquire(1, 0, R)
-        await c.settle()
-        await c.deliver_one("req", 1)
-        await c.deliver_one("grant", 1)
-        rel.set()
-        rel_b = c.acquire(2, 0, W)
-        await c.settle()
-        await c.deliver_one("req", 2)
+        await c.granted_idle(1, 0, R)
+        rel_b = await c.requested(2, 0, W)
         await c.deliver_one("inval", 1)
         await c.deliver_one("commit", 1)
         late = c.find("answer", 1)
