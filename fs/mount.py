@@ -314,12 +314,19 @@ def _daemon(data_path: str, mnt: str, opts: dict, sb, st_w: int, alive_r: int) -
     try:
         trio.run(d.main)
     except BaseException as e:  # noqa: BLE001
-        log.error("daemon failed", exc_info=True)
+        # a refusal (FsError, MountError) is the mount's answer; anything else is a bug
+        log.error("daemon failed: %s", _describe(e), exc_info=not _is_refusal(e))
         status.send(f"error {_describe(e)}")
         d.finish_logging()
         return 1
     d.finish_logging()
     return d.exit_code
+
+
+def _is_refusal(e: BaseException) -> bool:
+    if isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+        return _is_refusal(e.exceptions[0])
+    return isinstance(e, (FsError, MountError))
 
 
 def _describe(e: BaseException) -> str:

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import random
 import socket
 import struct
@@ -237,7 +238,7 @@ class UdpTransport(Protocol):
 class TrioUdp:
     """UDP on the slot's address and port (the same number as the slot's TCP port).
 
-    `await bind()` before use; binding fails (OSError EADDRINUSE) if another mount already
+    `await bind()` before use; binding fails (FsError EADDRINUSE) if another mount already
     holds the slot on this host, which is the point: two members must never share a slot.
     """
 
@@ -253,6 +254,13 @@ class TrioUdp:
         sock = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             await sock.bind((me.addr, me.port))
+        except OSError as e:
+            sock.close()
+            hint = ("; is another mount of this slot still running?"
+                    if e.errno == errno.EADDRINUSE else "")
+            raise FsError(e.errno or errno.EIO,
+                          f"quorum slot {self.my_slot} address {me.addr}:{me.port}: "
+                          f"{os.strerror(e.errno or errno.EIO)}{hint}") from None
         except BaseException:
             sock.close()
             raise

@@ -8,6 +8,7 @@ that already had one fails the test ("at most one leader per term").
 
 from __future__ import annotations
 
+import errno
 import random
 import socket
 
@@ -21,6 +22,7 @@ from fs import format as fmt
 from fs import quorum as q
 from fs.block import read_quorum_block, write_quorum_block
 from fs.counters import Counters
+from fs.errors import FsError
 from fs.format import (
     QUORUM_BLKNO,
     QUORUM_EVENT_BEGIN,
@@ -847,8 +849,11 @@ def test_trio_udp_elects_over_loopback():
             assert q.find_server(meta, sb.fsid, sb.quorum_slots).slot == leader.slot
             # the slot's port is taken while the member runs
             dup = q.TrioUdp(sb.quorum_slots, leader.slot)
-            with pytest.raises(OSError):
+            with pytest.raises(FsError) as ei:
                 await dup.bind()
+            assert ei.value.errno == errno.EADDRINUSE
+            assert f"quorum slot {leader.slot} address " in ei.value.msg
+            assert "another mount of this slot still running?" in ei.value.msg
             for m in members:
                 await m.shutdown()
         for slot in sb.quorum_slots:
