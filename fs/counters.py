@@ -80,6 +80,7 @@ OTHER_NAMES = (
     "orphan_scan_item",
     "orphan_scan_omap_set",
     "quorum_candidate",
+    "quorum_candidate_deferred",
     "quorum_candidate_server_stopping",
     "quorum_candidate_timeout",
     "quorum_elected",

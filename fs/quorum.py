@@ -16,8 +16,10 @@ Owns:
 Protocol (as upstream): a member starts at the greatest term in any quorum block and records
 BEGIN.  A follower that hears no heartbeat for the heartbeat timeout (or, when the blocks show
 no live leader, the election timeout of 250 ms + up to 100 ms) stands as candidate - but only
-while its own server is down: term+1 (and past every term on disk), a TERM event, a vote for
-itself, REQUEST_VOTE to the others.  Followers vote once per term.  A candidate with
+while its own server is down, and not while the blocks show another slot's candidacy it has not
+yet given one election timeout (a TERM past ours with no ELECT: its vote request is on the way):
+term+1 (and past every term on disk), a TERM event, a vote for itself, REQUEST_VOTE to the
+others.  Followers vote once per term.  A candidate with
 `votes_needed` votes writes ELECT, heartbeats every 100 ms and starts the server in a task;
 once the server is up it writes FENCE.  Any higher term (in a message, or an ELECT in another
 slot's block, which the leader re-reads at each heartbeat) demotes a leader: its server is
@@ -337,6 +339,7 @@ class QuorumMember:
         self._timeout = 0.0  # trio time of the next timeout (stand / send a heartbeat)
         self._hb_wait = False  # the timeout is a wait for a leader's heartbeat
         self._no_vote_through = 0  # never vote in a term <= this (our starting term)
+        self._candidacies_waited: set[tuple[int, int]] = set()  # (slot, term) we gave time
         self._longest_hb_delay = 0.0
 
         # our server: its state and the term it is (being) started or stopped for
@@ -520,7 +523,30 @@ class QuorumMember:
             # is starting up; wait for it as for any live leader (spec §2.1)
             self._wait(heartbeat=True)
             return
+        elif self._new_candidacy_on_disk():
+            # another slot recorded a TERM past ours and is not elected in it yet: it is
+            # asking for votes now (its request has not reached us).  Standing too would
+            # duel with it, and the winner of the higher term fences the winner of the
+            # lower one, a mount that is starting up.  Each candidacy gets one election
+            # timeout, so a candidate that died delays us only once.
+            self._wait(heartbeat=False)
+            self._inc("quorum_candidate_deferred")
+            return
         await self._stand()
+
+    def _new_candidacy_on_disk(self) -> bool:
+        try:
+            blocks = read_quorum_blocks(self.meta_dev, self.fsid, self.slots)
+        except FsError:
+            return False
+        for slot, qb in blocks.items():
+            term = qb.events[QUORUM_EVENT_TERM].term
+            if (slot != self.slot and term > self.term
+                    and qb.events[QUORUM_EVENT_ELECT].term < term
+                    and (slot, term) not in self._candidacies_waited):
+                self._candidacies_waited.add((slot, term))
+                return True
+        return False
 
     def _live_leader_on_disk(self) -> bool:
         try:

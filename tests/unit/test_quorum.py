@@ -637,6 +637,26 @@ def test_follower_votes_once_per_term():
         assert await votes_at(spy0) == [(3, 1)]
 
 
+def test_a_candidacy_on_disk_gets_one_election_timeout():
+    """Another slot recorded a TERM past ours and is not elected yet: its vote request is on
+    its way.  A follower whose election timeout fires then waits one more election timeout
+    instead of standing too (dueling candidates end with the higher term's winner fencing
+    the lower's, a mount that is starting up); a candidacy that never ends delays it once."""
+    @cluster_test(3, seed=4)
+    async def body(c: Cluster):
+        n1 = await c.start(1)
+        qb = c.block(2)
+        qb.write_nr += 1
+        qb.events[QUORUM_EVENT_TERM] = QuorumEvent(qb.write_nr, 77, n1.m.term + 5, (0, 0))
+        write_quorum_block(c.meta, 2, qb, c.sb.fsid)  # candidate 2, its request lost
+        await c.wait_until(lambda: n1.counters.get("quorum_candidate_deferred") == 1, 2.0)
+        assert n1.counters.get("quorum_candidate") == 0
+        waited = await c.wait_until(lambda: n1.counters.get("quorum_candidate") > 0, 2.0)
+        assert waited >= q.ELECTION_TIMEOUT_S
+        assert n1.m.term > qb.events[QUORUM_EVENT_TERM].term
+        assert n1.counters.get("quorum_candidate_deferred") == 1
+
+
 def test_two_slots_one_vote_elects_and_same_term_leaders_resolve():
     # with fewer than 3 slots one vote elects (as upstream), so two members can both win
     # a term; the one that hears a same-term heartbeat from a lower slot steps down
