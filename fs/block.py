@@ -111,6 +111,12 @@ class Device:
             self._local.buf = buf
         return buf
 
+    def _check_open(self, what: str) -> None:
+        # a task that outlives its mount's close must not touch the closed fd's number,
+        # which a later open may have been given
+        if self.closed:
+            raise FsError(errno.EIO, f"{self.path}: {what} after the device was closed")
+
     def _io_error(self, what: str, offset: int, length: int, e: OSError | str) -> FsError:
         log.error("%s: %s of %d bytes at offset %d failed: %s", self.path, what, length,
                   offset, e)
@@ -119,6 +125,7 @@ class Device:
 
     def read(self, offset: int, length: int) -> bytes:
         _check_aligned(offset, length)
+        self._check_open("read")
         if offset + length > self.size:
             raise self._io_error("read", offset, length, "past the end of the device")
         try:
@@ -150,6 +157,7 @@ class Device:
         _check_aligned(offset, length)
         if self.readonly:
             raise FsError(errno.EROFS, f"{self.path} is open read-only")
+        self._check_open("write")
         if offset + length > self.size:
             raise self._io_error("write", offset, length, "past the end of the device")
         try:
@@ -179,6 +187,7 @@ class Device:
         # both modes need the fdatasync to make completed writes durable
         if self.readonly:
             return
+        self._check_open("fdatasync")
         try:
             os.fdatasync(self.fd)
         except OSError as e:

@@ -336,8 +336,13 @@ class Mount:
         try:
             if self.forced:
                 log.warning("forced unmount: dropping the open transaction, no farewell")
+                if self.trans is not None:
+                    self.trans.abandon()
                 if self.client is not None:
                     await self.client.abandon()
+                if self.trans is not None:
+                    # a timed or invalidation commit may be flushing a device in a thread
+                    await self.trans.quiesce()
                 if self.quorum is not None:
                     await self.quorum.abandon()
                 if self.server is not None:
@@ -357,6 +362,8 @@ class Mount:
             if self.server is not None:
                 await self.server.shutdown()
         finally:
+            if self.trans is not None:
+                self.trans.abandon()  # whatever failed above, no commit starts from now on
             self._close_devices()
             log.info("unmounted fsid %016x rid %016x", self.fsid, self.rid)
 

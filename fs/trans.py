@@ -24,6 +24,9 @@ Concurrency rules:
 - Only one commit runs at a time (`_commit_lock`); the item writes of a commit happen with no
   holder inside, so the dirty set it writes is exactly the transaction.
 - The commit awaits the server with no holder inside and holds no cluster lock.
+- A forced unmount abandons the transaction (`abandon`): no commit starts after it and a
+  commit in flight stops at its next step; `quiesce` returns when none runs, so the mount
+  closes its devices under no commit (a commit's device flush runs in a thread).
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class Trans:
         self._refill_tried_seq = -1
         self._data_written = False
         self.closed = False
+        self.abandoned = False
 
     def _notify(self) -> None:
         self._wake.set()
@@ -137,16 +141,34 @@ class Trans:
 
     async def commit(self, force: bool = False) -> None:
         async with self._commit_lock:
+            self._check_abandoned()
             if not force and not self._dirty():
                 return
             self._committing = True
             try:
                 while self._holders:
                     await self._wake.wait()
+                    self._check_abandoned()
                 await self._commit_locked()
             finally:
                 self._committing = False
                 self._notify()
+
+    def _check_abandoned(self) -> None:
+        if self.abandoned:
+            raise FsError(errno.ENOTCONN, "transaction abandoned (forced unmount)")
+
+    def abandon(self) -> None:
+        """Forced unmount: drop the open transaction; no commit starts after this."""
+        self.closed = True
+        self.abandoned = True
+        self._notify()  # a commit waiting for holders stops now
+
+    async def quiesce(self) -> None:
+        """After `abandon` and the client's close (which fails a commit's RPC): return once
+        the commit in flight, if any, has stopped."""
+        async with self._commit_lock:
+            pass
 
     async def _commit_locked(self) -> None:
         lt = self.lt
@@ -154,6 +176,7 @@ class Trans:
         if self._data_written:
             await trio.to_thread.run_sync(self.data_dev.flush)
             self._data_written = False
+        self._check_abandoned()
         # 2. dirty items into the log tree's copy-on-write blocks
         dirty = self.items.dirty_items()
         root = lt.item_root
@@ -167,6 +190,7 @@ class Trans:
             root = tree.flush()
             lt.max_item_seq = max_seq
             await trio.to_thread.run_sync(self.meta_dev.flush)
+            self._check_abandoned()
         lt.item_root = root
         lt.meta_avail = self.meta_alloc.avail.extents()
         lt.data_avail = self.data_alloc.avail.extents()
@@ -180,6 +204,7 @@ class Trans:
             except FsError as e:
                 # the client resends across reconnects itself: an error here is the
                 # server's answer, or the client gave up (unmounting, or fenced)
+                self._check_abandoned()
                 gone = self.closed or getattr(self.client, "closed", False) or \
                     getattr(self.client, "dead", False)
                 if gone and e.errno in (errno.ENOTCONN, errno.EPIPE, errno.ENOLINK):
@@ -203,4 +228,6 @@ class Trans:
                 try:
                     await self.commit()
                 except FsError as e:
+                    if self.abandoned:
+                        return
                     log.error("timed commit failed: %s", e)

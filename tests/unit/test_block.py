@@ -78,6 +78,26 @@ def test_device_rejects_bad_io(tmp_path):
         assert ro.read(0, 4096) == bytes(4096)
 
 
+def test_device_io_after_close_fails_without_touching_the_fd(tmp_path, caplog):
+    # the closed fd's number may belong to a later open: I/O after close must not use it
+    path = image(tmp_path)
+    dev = Device(path)
+    dev.close()
+    other = os.open(image(tmp_path, name="other"), os.O_RDWR)  # likely reuses the number
+    try:
+        with caplog.at_level(logging.ERROR):
+            for io in (lambda: dev.read(0, 4096), lambda: dev.write(0, b"x" * 4096),
+                       dev.flush):
+                with pytest.raises(FsError) as ei:
+                    io()
+                assert ei.value.errno == errno.EIO
+                assert "after the device was closed" in str(ei.value)
+        assert os.pread(other, 4096, 0) == bytes(4096)
+        assert not caplog.records  # an unmount race, not a device failure
+    finally:
+        os.close(other)
+
+
 def test_device_falls_back_to_buffered_when_o_direct_is_refused(tmp_path, monkeypatch):
     real_open = os.open
     opens = []

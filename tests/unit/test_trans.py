@@ -4,6 +4,7 @@ image files): commits exclude holders, survive reopening, and refill lent space 
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 
 import pytest
@@ -111,3 +112,44 @@ def test_enospc_only_when_the_volume_is_full(volume):
 
     trio.run(main)
     assert fsck.check(*volume) == []
+
+
+def test_forced_close_stops_a_commit_before_the_devices_close(volume, caplog):
+    # a timed (or invalidation) commit waiting for a holder when the mount is forced away
+    # must stop, not flush devices that the close has closed (found as EBADF in a run)
+    async def main():
+        async with trio.open_nursery() as n:
+            m = await mounted(volume, n)
+            a = await m.fs.mknod(1, b"f", 0o100644, 0, ROOT)
+            await m.fs.write(a.ino, 0, b"x" * 4096, ROOT)  # the commit flushes data first
+            release = trio.Event()
+            failed: list[FsError] = []
+
+            async def holder():
+                async with m.trans.hold():
+                    await release.wait()
+
+            async def committer():
+                try:
+                    await m.trans.commit()
+                except FsError as e:
+                    failed.append(e)
+
+            n.start_soon(holder)
+            await trio.testing.wait_all_tasks_blocked()
+            n.start_soon(committer)
+            await trio.testing.wait_all_tasks_blocked()
+            m.forced = True
+            with trio.fail_after(10):
+                await m.close()
+            release.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert [e.errno for e in failed] == [errno.ENOTCONN]
+            with pytest.raises(FsError) as ei:  # and none starts after the close
+                await m.trans.commit(force=True)
+            assert ei.value.errno == errno.ENOTCONN
+            n.cancel_scope.cancel()
+
+    with caplog.at_level(logging.ERROR):
+        trio.run(main)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
