@@ -16,10 +16,12 @@ Owns:
 Protocol (as upstream): a member starts at the greatest term in any quorum block and records
 BEGIN.  A follower that hears no heartbeat for the heartbeat timeout (or, when the blocks show
 no live leader, the election timeout of 250 ms + up to 100 ms) stands as candidate - but only
-while its own server is down, and not while the blocks show another slot's candidacy it has not
-yet given one election timeout (a TERM past ours with no ELECT: its vote request is on the way):
-term+1 (and past every term on disk), a TERM event, a vote for itself, REQUEST_VOTE to the
-others.  Followers vote once per term.  A candidate with
+while its own server is down, not while the blocks show another slot's candidacy it has not
+yet given one election timeout (a TERM past ours with no ELECT: its vote request is on the way;
+typically the other follower of a leader that just died), and not while they show a leader
+elected in our term or later that has not gone silent on us: term+1 (and past every term on
+disk), a TERM event, a vote for itself, REQUEST_VOTE to the others.  (Standing past another's
+candidacy or election would depose its winner, and our server would fence that mount.)  Followers vote once per term.  A candidate with
 `votes_needed` votes writes ELECT, heartbeats every 100 ms and starts the server in a task;
 once the server is up it writes FENCE.  Any higher term (in a message, or an ELECT in another
 slot's block, which the leader re-reads at each heartbeat) demotes a leader: its server is
@@ -340,6 +342,7 @@ class QuorumMember:
         self._hb_wait = False  # the timeout is a wait for a leader's heartbeat
         self._no_vote_through = 0  # never vote in a term <= this (our starting term)
         self._candidacies_waited: set[tuple[int, int]] = set()  # (slot, term) we gave time
+        self._silent_through = 0  # a leader of a term <= this went silent on us
         self._longest_hb_delay = 0.0
 
         # our server: its state and the term it is (being) started or stopped for
@@ -517,18 +520,22 @@ class QuorumMember:
             self._inc("quorum_candidate_timeout")  # no majority in time: a new term
         elif self._hb_wait:
             self._inc("quorum_heartbeat_timeout")
-        elif self._live_leader_on_disk():
-            # elected while we waited the short election timeout (its heartbeats are late,
-            # e.g. on a loaded host): standing now would depose it and fence a mount that
-            # is starting up; wait for it as for any live leader (spec §2.1)
+            self._silent_through = max(self._silent_through, self.term)
+        # Standing in a term past another's live leader or candidacy deposes the winner of
+        # that term, and our server fences it: a healthy mount, often one starting up or
+        # the other follower of a leader that just died (both time out together).
+        if not self._hb_wait and self._live_leader_on_disk():
+            # elected in our term or later while we waited the short election timeout
+            # (its heartbeats are late, e.g. on a loaded host): wait for it as for any
+            # live leader (spec §2.1).  After a heartbeat timeout, the leader on disk is
+            # the one that went silent.
+            self.role = ROLE_FOLLOWER
             self._wait(heartbeat=True)
             return
-        elif self._new_candidacy_on_disk():
+        if self.role == ROLE_FOLLOWER and self._new_candidacy_on_disk():
             # another slot recorded a TERM past ours and is not elected in it yet: it is
-            # asking for votes now (its request has not reached us).  Standing too would
-            # duel with it, and the winner of the higher term fences the winner of the
-            # lower one, a mount that is starting up.  Each candidacy gets one election
-            # timeout, so a candidate that died delays us only once.
+            # asking for votes now (its request has not reached us).  Each candidacy gets
+            # one election timeout, so a candidate that died delays us only once.
             self._wait(heartbeat=False)
             self._inc("quorum_candidate_deferred")
             return
@@ -553,7 +560,8 @@ class QuorumMember:
             found = find_server(self.meta_dev, self.fsid, self.slots)
         except FsError:
             return False
-        return found is not None and found.slot != self.slot and found.term >= self.term
+        return (found is not None and found.slot != self.slot and found.term >= self.term
+                and found.term > self._silent_through)
 
     async def _stand(self) -> None:
         """Become a candidate in a new term past every term we know of."""

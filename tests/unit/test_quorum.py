@@ -228,6 +228,14 @@ class Cluster:
     def block(self, slot: int) -> QuorumBlock:
         return read_quorum_block(self.meta, slot, self.sb.fsid)
 
+    def record(self, slot: int, term: int, *events: int) -> None:
+        """Write events of `term` into a slot's block, as a member we do not run would."""
+        qb = self.block(slot)
+        for event in events:
+            qb.write_nr += 1
+            qb.events[event] = QuorumEvent(qb.write_nr, 77, term, (0, 0))
+        write_quorum_block(self.meta, slot, qb, self.sb.fsid)
+
     def find_server(self) -> q.ServerAddr | None:
         return q.find_server(self.meta, self.sb.fsid, self.sb.quorum_slots)
 
@@ -645,16 +653,56 @@ def test_a_candidacy_on_disk_gets_one_election_timeout():
     @cluster_test(3, seed=4)
     async def body(c: Cluster):
         n1 = await c.start(1)
-        qb = c.block(2)
-        qb.write_nr += 1
-        qb.events[QUORUM_EVENT_TERM] = QuorumEvent(qb.write_nr, 77, n1.m.term + 5, (0, 0))
-        write_quorum_block(c.meta, 2, qb, c.sb.fsid)  # candidate 2, its request lost
+        c.record(2, n1.m.term + 5, QUORUM_EVENT_TERM)  # candidate 2, its request lost
         await c.wait_until(lambda: n1.counters.get("quorum_candidate_deferred") == 1, 2.0)
         assert n1.counters.get("quorum_candidate") == 0
         waited = await c.wait_until(lambda: n1.counters.get("quorum_candidate") > 0, 2.0)
         assert waited >= q.ELECTION_TIMEOUT_S
-        assert n1.m.term > qb.events[QUORUM_EVENT_TERM].term
+        assert n1.m.term > ev(c.block(2), QUORUM_EVENT_TERM).term
         assert n1.counters.get("quorum_candidate_deferred") == 1
+
+
+def test_followers_of_a_dead_leader_do_not_duel():
+    """Both followers of a leader that died time out on its heartbeats at about the same
+    time.  The first to stand records its TERM; the other, finding that candidacy on disk
+    when its own heartbeat timeout fires, gives it one election timeout instead of standing
+    in the next term (whose winner would depose and fence the first, a healthy mount).  A
+    candidacy that comes to nothing then costs that one election timeout only: the silent
+    leader's ELECT on disk is not taken for a live one."""
+    @cluster_test(3, seed=5)
+    async def body(c: Cluster):
+        await c.start(0)
+        await c.start(1)
+        old = await c.wait_one_leader(5)
+        survivor = c.nodes[1 - old.slot]
+        await c.run_for(0.5)
+        c.kill(old.slot)
+        stood = survivor.counters.get("quorum_candidate")
+        c.record(2, old.m.term + 1, QUORUM_EVENT_TERM)  # slot 2 stood; its request is lost
+        waited = await c.wait_until(
+            lambda: survivor.counters.get("quorum_candidate_deferred") == 1, HB + 1)
+        assert waited >= HB - 0.5  # at its heartbeat timeout
+        assert survivor.counters.get("quorum_candidate") == stood
+        waited = await c.wait_until(lambda: survivor.counters.get("quorum_candidate") > stood,
+                                    ELECTION_MAX + 0.01)
+        assert waited >= q.ELECTION_TIMEOUT_S
+        assert survivor.m.term == old.m.term + 2
+
+
+def test_a_timed_out_candidate_follows_a_leader_elected_in_its_term():
+    # elected by the third member while our vote request was lost: standing again in the
+    # next term would depose it
+    @cluster_test(3, seed=6)
+    async def body(c: Cluster):
+        n = await c.start(0)
+        await c.wait_until(lambda: n.m.role == q.ROLE_CANDIDATE, 2)
+        t = n.m.term
+        stood = n.counters.get("quorum_candidate")
+        c.record(2, t, QUORUM_EVENT_TERM, QUORUM_EVENT_ELECT)
+        await c.wait_until(lambda: n.m.role == q.ROLE_FOLLOWER, ELECTION_MAX + 0.01)
+        assert n.m.term == t and n.counters.get("quorum_candidate") == stood
+        await c.run_for(HB - ELECTION_MAX)  # it waits for that leader's heartbeats
+        assert n.m.role == q.ROLE_FOLLOWER and n.counters.get("quorum_candidate") == stood
 
 
 def test_two_slots_one_vote_elects_and_same_term_leaders_resolve():
