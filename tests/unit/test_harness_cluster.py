@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -159,18 +160,25 @@ def test_cleanup_kills_unrecorded_processes_of_the_run(tmp_path: Path) -> None:
     even when it ignores SIGTERM, and leaves processes of other run dirs alone."""
     run_dir = tmp_path / "run"
     (run_dir / "log").mkdir(parents=True)
+    # the interpreter itself, not a `python3` found on PATH, which may be a shim that execs
+    # through shells: a scan in the middle of an exec reads no environment
     hang = [
-        "python3",
+        sys.executable,
         "-c",
-        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(flush=True);"
+        " time.sleep(60)",
     ]
-    ours_p = subprocess.Popen(hang, env={**os.environ, "SCOUTFS_RUN_DIR": str(run_dir)})
-    other = subprocess.Popen(hang, env={**os.environ, "SCOUTFS_RUN_DIR": str(tmp_path / "other")})
+
+    def start(run: Path) -> subprocess.Popen:
+        p = subprocess.Popen(hang, env={**os.environ, "SCOUTFS_RUN_DIR": str(run)},
+                             stdout=subprocess.PIPE)
+        assert p.stdout is not None and p.stdout.readline() == b"\n"  # ignores SIGTERM now
+        return p
+
+    ours_p = start(run_dir)
+    other = start(tmp_path / "other")
     try:
-        deadline = time.time() + 10
-        while ours_p.pid not in dv.processes_of_run(str(run_dir)):
-            assert time.time() < deadline, "process of the run never found"
-            time.sleep(0.05)
+        assert ours_p.pid in dv.processes_of_run(str(run_dir))
         record = dv.CleanupRecord(path=tmp_path / "cleanup.json", run_dir=str(run_dir))
         assert dv.cleanup_from_record(record) == []
         assert ours_p.wait(10) == -signal.SIGKILL
@@ -179,3 +187,4 @@ def test_cleanup_kills_unrecorded_processes_of_the_run(tmp_path: Path) -> None:
         for p in (ours_p, other):
             p.kill()
             p.wait()
+            p.stdout.close()
