@@ -21,11 +21,11 @@ yet given one election timeout (a TERM past ours with no ELECT: its vote request
 typically the other follower of a leader that just died), and not while they show a leader
 elected in our term or later that has not gone silent on us: term+1 (and past every term on
 disk), a TERM event, a vote for itself, REQUEST_VOTE to the others.  (Standing past another's
-candidacy or election would depose its winner, and our server would fence that mount.)  Followers vote once per term.  A candidate with
-`votes_needed` votes writes ELECT, heartbeats every 100 ms and starts the server in a task;
-once the server is up it writes FENCE.  Any higher term (in a message, or an ELECT in another
-slot's block, which the leader re-reads at each heartbeat) demotes a leader: its server is
-stopped and STOP written.  A clean shutdown of a leader stops the server, writes STOP and
+candidacy or election would depose its winner, and our server would fence that mount.)
+Followers vote once per term.  A candidate with `votes_needed` votes writes ELECT, heartbeats
+every 100 ms and starts the server in a task; once the server is up it writes FENCE.  Any
+higher term (in a message, or an ELECT in another slot's block, which the leader re-reads at
+each heartbeat) demotes a leader: its server is stopped and STOP written.  A clean shutdown of a leader stops the server, writes STOP and
 sends RESIGNATION; every clean shutdown ends with END.
 
 Two rules keep "at most one leader per term" across restarts (votes are not on disk):
