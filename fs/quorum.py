@@ -25,8 +25,9 @@ candidacy or election would depose its winner, and our server would fence that m
 Followers vote once per term.  A candidate with `votes_needed` votes writes ELECT, heartbeats
 every 100 ms and starts the server in a task; once the server is up it writes FENCE.  Any
 higher term (in a message, or an ELECT in another slot's block, which the leader re-reads at
-each heartbeat) demotes a leader: its server is stopped and STOP written.  A clean shutdown of a leader stops the server, writes STOP and
-sends RESIGNATION; every clean shutdown ends with END.
+each heartbeat) demotes a leader: its server is stopped and STOP written.  A clean shutdown
+of a leader stops the server, writes STOP and sends RESIGNATION; every clean shutdown ends
+with END.
 
 Two rules keep "at most one leader per term" across restarts (votes are not on disk):
 * a candidate writes (and flushes) its TERM event before it asks for votes, so every term

@@ -4,7 +4,8 @@ A mount daemon listens on ``<run dir>/ctl/<maj>:<min>.sock``.  `Backend.mounts()
 sockets, skips dead ones (connect refused: the daemon died and left its socket file) and
 learns each live mount's ident (``f.<fsid6>.r.<rid6>``) with one ``ping``, remembered per
 socket file (a new daemon on the same maj:min binds a new socket file, whose identity
-(`fs.control.socket_identity`) differs, so it is pinged again).  `Backend.call()` sends one request on a new connection.
+(`fs.control.socket_identity`) differs, so it is pinged again).  `Backend.call()` sends one
+request on a new connection.
 
 Concurrency (trio): every call is bounded by a timeout, so a hung daemon costs a caller at
 most that long and then answers EIO; a daemon that does not answer a ping within the probe
