@@ -1,4 +1,5 @@
-"""File contents: extent items, reads, writes, truncate and freeing a file's blocks.
+"""File contents: extent items, reads, writes, truncate, fallocate, SEEK_DATA/SEEK_HOLE,
+fiemap and freeing a file's blocks.
 
 A regular file's blocks are mapped by extent items ``(FS, ino, DATA_EXTENT, last, len)`` ->
 ``{blkno, flags}`` (layout in `fs.format`): ``len`` logical 4 KiB blocks ending at logical
@@ -18,6 +19,10 @@ holes and blocks past EOF from the transaction's lent data extents.  Bytes of th
 block past ``i_size`` are always zero on disk (truncate zeroes them), so extending a file by
 a write or a truncate exposes zeros.
 
+`fallocate` maps holes to UNWRITTEN extents; with KEEP_SIZE they may lie past EOF (the only
+extents that do), until a truncate below them frees them.  A write into an unwritten block
+writes the whole block (zeros around the data) and makes just the written blocks online.
+
 Serialisation: like the VFS ``i_rwsem``, a per-inode reader/writer semaphore (`inode_rwsem`)
 orders writes, truncates and xattr changes of one inode on this mount (exclusive) against
 reads (shared).  It is taken before any cluster lock.  Cluster locks and the transaction
@@ -33,7 +38,7 @@ from __future__ import annotations
 import errno
 import stat
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import NamedTuple
 
 import trio
@@ -55,6 +60,19 @@ FLAG_UNWRITTEN = fmt.EXTENT_FLAG_UNWRITTEN
 
 # data waiter ops (spec §5.5)
 OP_READ, OP_WRITE, OP_CHANGE_SIZE = 1, 2, 4
+
+# fallocate(2) modes: only KEEP_SIZE is supported (as upstream scoutfs)
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOCATE_BATCH = EXTENT_MAX_BLOCKS  # logical blocks a fallocate fills per transaction hold
+
+# lseek(2) whences handled here (the adapter does SEEK_SET/CUR/END)
+SEEK_DATA, SEEK_HOLE = 3, 4
+LSEEK_BATCH = 256  # extents read per step by lseek and fiemap
+
+# Linux FIEMAP extent flags (linux/fiemap.h)
+FIEMAP_EXTENT_LAST = 0x1
+FIEMAP_EXTENT_UNKNOWN = 0x2  # offline: the data lives in an archive, physical 0
+FIEMAP_EXTENT_UNWRITTEN = 0x800  # allocated by fallocate, reads as zeros
 
 _ZEROS = bytes(1 << 20)
 
@@ -612,6 +630,239 @@ async def truncate(mctx, ino: int, size: int, ctx) -> None:
                 first_pass = False
                 if not more:
                     break
+
+
+# --------------------------------------------------------------------------- fallocate
+
+
+def _holes(window: list[Extent], first: int, last: int) -> list[tuple[int, int]]:
+    """The ranges of [first, last] no extent covers, as (start, count); any extent (online,
+    unwritten or offline, mapped or not) is not a hole."""
+    out: list[tuple[int, int]] = []
+    b = first
+    for e in window:
+        if e.last < b or e.start > last:
+            continue
+        if e.start > b:
+            out.append((b, e.start - b))
+        b = e.last + 1
+    if b <= last:
+        out.append((b, last - b + 1))
+    return out
+
+
+def _alloc_holes(mctx, holes: list[tuple[int, int]],
+                 ) -> tuple[list[Extent], int | None]:
+    """Unwritten extents of newly allocated blocks for the holes, in order (synchronous).
+
+    Returns the new extents and, if the lent space ran out, the first block left a hole
+    (None when every hole got blocks)."""
+    alloc = mctx.trans.data_alloc
+    new: list[Extent] = []
+    try:
+        for s, n in holes:
+            while n:
+                try:
+                    blkno, got = alloc.alloc(min(n, EXTENT_MAX_BLOCKS))
+                except FsError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    return new, s
+                new.append(Extent(s, got, blkno, FLAG_UNWRITTEN))
+                s += got
+                n -= got
+    except BaseException:
+        for e in new:
+            alloc.free(e.blkno, e.length)
+        raise
+    return new, None
+
+
+async def _hold_for_alloc(mctx, stack: AsyncExitStack, nblocks: int) -> None:
+    """Enter a transaction hold for allocating up to nblocks data blocks.
+
+    A volume with fewer free blocks than asked makes `hold` fail with ENOSPC although some
+    remain: then hold for one block and allocate what there is, as upstream fills the
+    volume before it fails."""
+    try:
+        await stack.enter_async_context(mctx.trans.hold(data_blocks=nblocks))
+    except FsError as e:
+        if e.errno != errno.ENOSPC or nblocks <= 1:
+            raise
+        await stack.enter_async_context(mctx.trans.hold(data_blocks=1))
+
+
+async def fallocate(mctx, ino: int, mode: int, offset: int, length: int, ctx) -> None:
+    """Allocate the holes of the byte range [offset, offset+length) as UNWRITTEN extents.
+
+    Blocks that are already mapped stay as they are.  Unwritten blocks read as zeros, are
+    neither online nor offline, and become online when written.  Mode 0 grows i_size to
+    offset+length (mtime and ctime change with it), KEEP_SIZE never changes i_size (and
+    may leave unwritten extents past EOF, which truncate frees).  ctime always changes;
+    data_version and data_seq change once per call if blocks were allocated or the size
+    grew.  The range is filled in batches of `FALLOCATE_BATCH` blocks, one transaction
+    hold each; running out of data blocks fails with ENOSPC and keeps what was allocated
+    (and, without KEEP_SIZE, the size grown over it), as upstream.
+    """
+    if mode & ~FALLOC_FL_KEEP_SIZE:
+        raise FsError(errno.EOPNOTSUPP, f"fallocate mode {mode:#x}")
+    if offset < 0 or length <= 0:
+        raise FsError(errno.EINVAL)
+    end = offset + length
+    if end > fmt.MAX_FILE_SIZE:
+        raise FsError(errno.EFBIG)
+    keep_size = bool(mode & FALLOC_FL_KEEP_SIZE)
+    first = offset >> BLOCK_SHIFT
+    last = (end - 1) >> BLOCK_SHIFT
+    async with inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            if stat.S_ISDIR(inode.mode):
+                raise FsError(errno.EISDIR)
+            if not stat.S_ISREG(inode.mode):
+                raise FsError(errno.ENODEV, "fallocate of a file that is not regular")
+            _check_retention(inode)
+            if inode.offline_blocks:
+                off_b = await _first_offline(mctx, ino, first, last, lock)
+                if off_b is not None:
+                    await wait_for_online(mctx, ino, off_b, OP_WRITE)
+            changed = False  # data_version bumped already
+            b = first
+            while True:
+                cl = min(last, b + FALLOCATE_BATCH - 1)
+                window = await load_extents(mctx, ino, max(b - 1, 0), cl + 1, lock)
+                holes = _holes(window, b, cl)
+                if not holes and cl < last:
+                    b = cl + 1
+                    continue  # nothing to do here; the last batch always stores the inode
+                nholes = sum(n for _, n in holes)
+                async with AsyncExitStack() as stack:
+                    if nholes:
+                        await _hold_for_alloc(mctx, stack, nholes)
+                    else:
+                        await stack.enter_async_context(mctx.trans.hold())
+                    inode = await inode_mod.load_inode(mctx, ino, lock)
+                    # atomic from here: allocation, extent items and the inode
+                    new, short = _alloc_holes(mctx, holes)
+                    if new:
+                        merged = merge_extents(window + new)
+                        d_on, d_off = apply_extents(mctx, ino, lock, window, merged)
+                        inode.online_blocks += d_on
+                        inode.offline_blocks += d_off
+                    done = cl + 1 if short is None else short  # all of [first, done) mapped
+                    grown = False
+                    if not keep_size and done > first:
+                        size = min(end, done << BLOCK_SHIFT)
+                        if size > inode.size:
+                            inode.size = size
+                            grown = True
+                    inode_mod.touch(inode, mtime=grown, ctime=True, now=mctx.now())
+                    if (new or grown) and not changed:
+                        inode_mod.bump_data(inode, mctx)
+                        changed = True
+                    inode_mod.store_inode(mctx, inode, lock, ilock)
+                if short is not None:
+                    raise FsError(errno.ENOSPC, "fallocate ran out of data blocks")
+                if cl >= last:
+                    break
+                b = cl + 1
+
+
+# --------------------------------------------------------------------------- lseek, fiemap
+
+
+def _is_data(e: Extent) -> bool:
+    """SEEK_DATA's data: online or offline blocks (unwritten ones are holes, as in ext4
+    without dirty pages)."""
+    return e.online or e.offline
+
+
+async def lseek(mctx, ino: int, offset: int, whence: int) -> int:
+    """SEEK_DATA / SEEK_HOLE: the byte offset of the first data / hole at or after offset.
+
+    ENXIO if offset is negative or not below i_size, and for SEEK_DATA when no data
+    follows; EOF counts as a hole, so SEEK_HOLE returns at most i_size.
+    """
+    if whence not in (SEEK_DATA, SEEK_HOLE):
+        raise FsError(errno.EINVAL, f"lseek whence {whence}")
+    async with inode_rwsem(mctx, ino, exclusive=False), \
+            mctx.locks.inodes([ino], LOCK_READ) as locks:
+        lock = locks[ino]
+        inode = await inode_mod.load_inode(mctx, ino, lock)
+        _check_regular(inode)
+        size = inode.size
+        if offset < 0 or offset >= size:
+            raise FsError(errno.ENXIO)
+        pos = offset >> BLOCK_SHIFT  # first block not yet looked at
+        lastb = (size - 1) >> BLOCK_SHIFT
+        while pos <= lastb:
+            exts = await load_extents(mctx, ino, pos, lastb, lock, limit=LSEEK_BATCH)
+            for e in exts:
+                s = max(e.start, pos)
+                if whence == SEEK_DATA:
+                    if _is_data(e):
+                        return max(offset, s << BLOCK_SHIFT)
+                elif s > pos or not _is_data(e):
+                    return max(offset, pos << BLOCK_SHIFT)
+                pos = e.last + 1
+            if len(exts) < LSEEK_BATCH:
+                break
+        if whence == SEEK_DATA:
+            raise FsError(errno.ENXIO)
+        return min(max(offset, pos << BLOCK_SHIFT), size)
+
+
+def _fiemap_entry(e: Extent) -> list[int]:
+    if e.offline:
+        return [e.start, 0, e.length, FIEMAP_EXTENT_UNKNOWN]
+    flags = FIEMAP_EXTENT_UNWRITTEN if e.flags & FLAG_UNWRITTEN else 0
+    return [e.start, e.blkno, e.length, flags]
+
+
+async def fiemap(mctx, ino: int, start: int, length: int) -> list[tuple[int, int, int, int]]:
+    """The extents overlapping bytes [start, start+length) as (logical byte, physical byte,
+    length in bytes, FIEMAP_EXTENT_* flags), whole (not clipped to the range).
+
+    Offline extents are UNKNOWN with physical 0, unwritten ones UNWRITTEN; neighbours that
+    are logically and physically contiguous with the same flags are reported as one
+    extent (also past `EXTENT_MAX_BLOCKS`); the file's last extent has LAST.
+    """
+    if start < 0 or length <= 0:
+        raise FsError(errno.EINVAL)
+    first = start >> BLOCK_SHIFT
+    last = min((start + length - 1) >> BLOCK_SHIFT, fmt.U64_MAX)
+    out: list[list[int]] = []
+    more_after = False
+    async with inode_rwsem(mctx, ino, exclusive=False), \
+            mctx.locks.inodes([ino], LOCK_READ) as locks:
+        lock = locks[ino]
+        await inode_mod.load_inode(mctx, ino, lock)
+        pos = first
+        while pos <= last:
+            exts = await load_extents(mctx, ino, pos, last, lock, limit=LSEEK_BATCH)
+            for e in exts:
+                ent = _fiemap_entry(e)
+                if out:
+                    p = out[-1]
+                    if p[0] + p[2] == ent[0] and p[3] == ent[3] and (
+                            p[1] + p[2] == ent[1] if ent[1] else p[1] == 0):
+                        p[2] += ent[2]
+                        continue
+                out.append(ent)
+            if len(exts) < LSEEK_BATCH:
+                break
+            pos = exts[-1].last + 1
+        if out:
+            nxt = out[-1][0] + out[-1][2]
+            if nxt <= fmt.U64_MAX:
+                more_after = await mctx.items.next(fmt.extent_key(ino, nxt, 0),
+                                                   _extents_end(ino), lock) is not None
+    if out and not more_after:
+        out[-1][3] |= FIEMAP_EXTENT_LAST
+    return [(lg << BLOCK_SHIFT, ph << BLOCK_SHIFT, n << BLOCK_SHIFT, fl)
+            for lg, ph, n, fl in out]
 
 
 # --------------------------------------------------------------------------- the rest

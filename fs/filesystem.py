@@ -27,7 +27,10 @@ Deletion: when an operation takes an inode's link count to zero it writes its or
 in the same transaction and remembers the inode; `forget` (the kernel's last reference is
 gone) queues such an inode for the `run` worker, which deletes it under its inode group
 WRITE lock.  Inodes unlinked by another mount while open here, and inodes of a mount that
-died, are left to the orphan scanner (`fs/orphan.py`), as scoutfs leaves them.
+died, are left to the orphan scanner (`fs/orphan.py`), as scoutfs leaves them.  An
+O_TMPFILE inode (`tmpfile`) is born that way: nlink 0 and an orphan item; `link` of an
+inode with no links deletes its orphan item and forgets it here, so its last forget
+leaves it alone.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import errno
 import logging
 import os
 import stat
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +78,9 @@ INODES_PER_META_BLOCK = fmt.META_BLOCK_SIZE // (
 # readdir returns at most this many entries per call by default: a FUSE readdir fills one
 # buffer and comes back for more, so larger batches would only read attrs for nothing
 READDIR_BATCH = 1024
+
+# copy_file_range copies through read and write in chunks of at most this many bytes
+COPY_CHUNK = 1 << 20
 
 _VALID_MKNOD = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
 
@@ -261,19 +268,28 @@ class Filesystem:
                 return inode_attr(inode)
             # the entry was removed and its inode deleted since we read it: look again
 
-    async def _create(self, parent: int, name: bytes, mode: int, rdev: int, ctx: Ctx,
+    async def _create(self, parent: int, name: bytes | None, mode: int, rdev: int, ctx: Ctx,
                       target: bytes | None = None) -> Attr:
+        """A new inode named name in parent; name None makes an O_TMPFILE inode: no entry,
+        no links and an orphan item, written in the same transaction."""
         mctx = self.mctx
-        fsdir.check_name(name)
+        tmpfile = name is None
+        if not tmpfile:
+            fsdir.check_name(name)
         if target is not None:
             fsdir.check_symlink_target(target)
         ino = await mctx.alloc_ino()  # may await the server: before any lock or hold
-        async with mctx.locks.inodes([parent, ino], LOCK_WRITE) as locks, \
-                index_lock(mctx) as ilock, mctx.trans.hold():
+        async with AsyncExitStack() as stack:
+            locks = await stack.enter_async_context(
+                mctx.locks.inodes([parent, ino], LOCK_WRITE))
+            ilock = await stack.enter_async_context(index_lock(mctx))
+            olock = await stack.enter_async_context(orphan_lock(mctx)) if tmpfile else None
+            await stack.enter_async_context(mctx.trans.hold())
             pdir = await self._load_dir(parent, locks[parent])
             if pdir.nlink == 0:
                 raise FsError(errno.ENOENT, "directory was removed")
-            if await fsdir.lookup_dirent(mctx, parent, name, locks[parent]) is not None:
+            if not tmpfile and \
+                    await fsdir.lookup_dirent(mctx, parent, name, locks[parent]) is not None:
                 raise FsError(errno.EEXIST)
             now = mctx.now()
             gid = ctx.gid
@@ -304,6 +320,11 @@ class Filesystem:
             if target is not None:
                 inode.size = len(target)
                 fsdir.write_symlink(mctx, ino, target, locks[ino])
+            if tmpfile:  # d_tmpfile: no links, deleted on its last forget unless linked
+                inode.nlink = 0
+                self._write_orphan(inode, olock, locks[ino])
+                store_inode(mctx, inode, locks[ino], ilock)
+                return inode_attr(inode)
             fsdir.add_entry(mctx, pdir, name, ino, fmt.mode_to_dtype(mode), locks[parent],
                             locks[ino], now)
             if stat.S_ISDIR(mode):
@@ -318,6 +339,17 @@ class Filesystem:
         if mode & fmt.S_IFMT not in _VALID_MKNOD:
             raise FsError(errno.EINVAL, f"mknod of mode {mode:o}")
         return await self._create(parent, name, mode & (fmt.S_IFMT | 0o7777), rdev, ctx)
+
+    async def tmpfile(self, parent: int, mode: int, ctx: Ctx) -> Attr:
+        """O_TMPFILE: a new regular inode with no name and nlink 0, created as mknod
+        creates one in parent (umask or the parent's default ACL, setgid group, project id)
+        and orphaned in the same transaction.  `link` gives it a name (and drops the
+        orphan item); otherwise it is deleted on its last forget like an unlinked file."""
+        if mode & fmt.S_IFMT == 0:
+            mode |= stat.S_IFREG
+        if mode & fmt.S_IFMT != stat.S_IFREG:
+            raise FsError(errno.EINVAL, f"tmpfile of mode {mode:o}")
+        return await self._create(parent, None, mode & (fmt.S_IFMT | 0o7777), 0, ctx)
 
     async def mkdir(self, parent: int, name: bytes, mode: int, ctx: Ctx) -> Attr:
         return await self._create(parent, name, stat.S_IFDIR | (mode & 0o7777), 0, ctx)
@@ -625,6 +657,66 @@ class Filesystem:
 
     async def fsync(self, ino: int, datasync: bool) -> None:
         await self._data().fsync(self.mctx, ino, datasync)
+
+    async def fallocate(self, ino: int, mode: int, offset: int, length: int,
+                        ctx: Ctx | None = None) -> None:
+        """fallocate(2) with mode 0 or FALLOC_FL_KEEP_SIZE (see `fs.data.fallocate`)."""
+        await self._data().fallocate(self.mctx, ino, mode, offset, length, ctx)
+
+    async def lseek(self, ino: int, offset: int, whence: int) -> int:
+        """SEEK_DATA (3) and SEEK_HOLE (4) only (see `fs.data.lseek`)."""
+        return await self._data().lseek(self.mctx, ino, offset, whence)
+
+    async def fiemap(self, ino: int, start: int, length: int,
+                     ) -> list[tuple[int, int, int, int]]:
+        """(logical byte, physical byte, length, FIEMAP_EXTENT_* flags) of the extents
+        overlapping [start, start+length) (see `fs.data.fiemap`)."""
+        return await self._data().fiemap(self.mctx, ino, start, length)
+
+    async def copy_file_range(self, ino_in: int, off_in: int, ino_out: int, off_out: int,
+                              length: int, flags: int, ctx: Ctx | None = None) -> int:
+        """Copy up to length bytes through read and write, `COPY_CHUNK` bytes at a time;
+        returns the bytes copied (short at the source's EOF, or when a later chunk fails
+        after some were copied: the error is raised only when nothing was).
+
+        Checks as Linux's generic_copy_file_checks: flags must be 0, both files regular
+        (a directory: EISDIR, else EINVAL), the count is cut at the source's size and at
+        the maximum file size (an offset at or past it: EFBIG), and ranges of one inode
+        must not overlap (EINVAL).  The copy is not atomic against other writers."""
+        if flags != 0:
+            raise FsError(errno.EINVAL, f"copy_file_range flags {flags:#x}")
+        if off_in < 0 or off_out < 0 or length < 0:
+            raise FsError(errno.EINVAL)
+        mctx = self.mctx
+        inos = list(dict.fromkeys([ino_in, ino_out]))
+        async with mctx.locks.inodes(inos, LOCK_READ) as locks:
+            src = await load_inode(mctx, ino_in, locks[ino_in])
+            dst = await load_inode(mctx, ino_out, locks[ino_out])
+        if fsinode.is_dir(src) or fsinode.is_dir(dst):
+            raise FsError(errno.EISDIR)
+        if not fsinode.is_reg(src) or not fsinode.is_reg(dst):
+            raise FsError(errno.EINVAL, "copy_file_range of a file that is not regular")
+        count = 0 if off_in >= src.size else min(length, src.size - off_in)
+        if off_out >= fmt.MAX_FILE_SIZE:
+            raise FsError(errno.EFBIG)
+        count = min(count, fmt.MAX_FILE_SIZE - off_out)
+        if ino_in == ino_out and off_out + count > off_in and off_out < off_in + count:
+            raise FsError(errno.EINVAL, "overlapping ranges of one file")
+        done = 0
+        while done < count:
+            n = min(COPY_CHUNK, count - done)
+            try:
+                buf = await self.read(ino_in, off_in + done, n)
+                if buf:
+                    await self.write(ino_out, off_out + done, buf, ctx)
+            except FsError:
+                if done:
+                    return done
+                raise
+            done += len(buf)
+            if len(buf) < n:
+                break  # the source shrank meanwhile
+        return done
 
     async def getxattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> bytes:
         return await self._xattr().getxattr(self.mctx, ino, name, ctx)

@@ -2,25 +2,21 @@
 
 `start(data_path, mountpoint, opts)` runs in the `scoutfs mount` / `mount.scoutfs` process:
 it checks the devices and the mount point, forks the daemon (double fork, setsid, stdin
-/dev/null) and waits on a pipe for ``ready`` (pyfuse3.init returned and the control socket
+/dev/null) and waits on a pipe for ``ready`` (the FUSE mount exists and the control socket
 listens) or ``error <message>``.  The daemon watches a second pipe whose write end only the
 waiting parent holds: if the parent dies before readiness, the daemon gives up (unmounting if
 it had mounted) so no orphan is left.
 
-The daemon (`_daemon_main`, under trio): `Mount.open` (fs.super, or the in-memory
-fs.testing.fakemount when ``SCOUTFS_FAKE_MOUNT=1``), pyfuse3.init, the control server, the
-pid file ``<run dir>/pid/<maj>:<min>.pid``, then pyfuse3.main until the kernel unmounts
-(``umount MNT``) or SIGTERM/SIGINT (pyfuse3.terminate, then we unmount).  It then removes its
-socket and pid file, commits and says farewell (`Mount.close`) and exits 0.  Logs go to
-``<run dir>/log/<fsid16>.<rid16>.log`` (or ``log_path=``); stdout/stderr point there too.
+The daemon (`_daemon_main`, under trio): `Mount.open` (fs.super), the FUSE mount
+(`fs.vfs.init`: an `fs.fuse.Session`), the control server, the pid file
+``<run dir>/pid/<maj>:<min>.pid``, then the session runs until the kernel unmounts
+(``umount MNT``) or SIGTERM/SIGINT (the session stops reading, then we unmount).  It then
+removes its socket and pid file, commits and says farewell (`Mount.close`) and exits 0.  Logs
+go to ``<run dir>/log/<fsid16>.<rid16>.log`` (or ``log_path=``); stdout/stderr point there too.
 
-Known gaps of pyfuse3 3.5 (documented, not worked around):
-* setxattr flags: pyfuse3 emulates XATTR_CREATE/XATTR_REPLACE with a getxattr before an
-  unflagged setxattr; CREATE|REPLACE together therefore does not fail with EINVAL and the
-  check and the set are two requests' worth of steps.
-* POSIX ACLs: enabled with ``Operations.enable_acl`` (FUSE_CAP_POSIX_ACL) when the ``acl``
-  option is on (the default); the kernel then enforces ACLs kept in the
-  ``system.posix_acl_*`` xattrs the filesystem layer stores.
+POSIX ACLs: with the ``acl`` option (the default) INIT asks for FUSE_POSIX_ACL and
+FUSE_DONT_MASK; the kernel then enforces ACLs kept in the ``system.posix_acl_*`` xattrs the
+filesystem layer stores, and create modes reach us unmasked with the caller's umask.
 """
 
 from __future__ import annotations
@@ -49,10 +45,6 @@ class MountError(Exception):
 
 def run_dir() -> str:
     return os.environ.get("SCOUTFS_RUN_DIR", "/run/scoutfs")
-
-
-def fake_mode(opts: dict | None = None) -> bool:
-    return os.environ.get("SCOUTFS_FAKE_MOUNT") == "1"
 
 
 # --------------------------------------------------------------------------- checks
@@ -147,9 +139,8 @@ def _read_super(path: str, what: str):
         dev.close()
 
 
-def check_devices(meta_path: str, data_path: str, *, fake: bool = False):
-    """The checks scoutfs's fill_super makes before mounting; returns the meta super (None
-    in fake mode when the devices hold no super)."""
+def check_devices(meta_path: str, data_path: str):
+    """The checks scoutfs's fill_super makes before mounting; returns the meta super."""
     from fs import format as fmt
 
     try:
@@ -168,13 +159,7 @@ def check_devices(meta_path: str, data_path: str, *, fake: bool = False):
                              errno.ENOTBLK)
     if _dev_id(mst) == _dev_id(dst):
         raise MountError("metadev_path and the data device are the same device", errno.EINVAL)
-    if fake:
-        try:
-            msb = _read_super(meta_path, "metadev")
-        except MountError:
-            return None
-    else:
-        msb = _read_super(meta_path, "metadev")
+    msb = _read_super(meta_path, "metadev")
     dsb = _read_super(data_path, "data device")
     if not msb.flags & fmt.SUPER_FLAG_META:
         raise MountError("meta_super META flag not set")
@@ -200,9 +185,8 @@ def check_mountpoint(mnt: str) -> None:
 
 def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
     """Check, fork the daemon and wait for it; print errors; return the exit status."""
-    fake = fake_mode(opts)
     try:
-        sb = check_devices(opts["metadev_path"], data_path, fake=fake)
+        sb = check_devices(opts["metadev_path"], data_path)
         check_mountpoint(mountpoint)
     except MountError as e:
         sys.stderr.write(f"scoutfs: {e.message}\n")
@@ -371,6 +355,7 @@ class _Daemon:
         self.fuse_running = False
         self.fuse_inited = False
         self.terminated = False
+        self.session = None  # fs.fuse.Session once mounted
         self.files: list[str] = []  # ours alone (named after our pid): removed at exit
         self.pidfile: str | None = None  # named after the device number: see _shutdown
 
@@ -408,14 +393,12 @@ class _Daemon:
     async def _signals(self, cancel_scope) -> None:
         import trio
 
-        from fs import vfs
-
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
             async for sig in sigs:
                 log.info("signal %d: unmounting", sig)
                 if self.fuse_running:
                     self.terminated = True
-                    vfs.terminate()
+                    self.session.terminate()
                 else:
                     cancel_scope.cancel()
 
@@ -427,10 +410,7 @@ class _Daemon:
 
         _register_force_unmount_op()
 
-        if fake_mode(self.opts):
-            from fs.testing.fakemount import FakeMount as MountCls
-        else:
-            from fs.super import Mount as MountCls
+        from fs.super import Mount as MountCls
 
         async with trio.open_nursery() as nursery:
             outer = nursery.cancel_scope
@@ -457,9 +437,8 @@ class _Daemon:
                         self.files.append(early_ctl.path)
                         nursery.start_soon(early_ctl.serve)
 
-                    kw = {} if fake_mode(self.opts) else {"on_created": serve_early}
                     mount = await MountCls.open(self.opts["metadev_path"], self.data_path,
-                                                self.opts, mnursery, **kw)
+                                                self.opts, mnursery, on_created=serve_early)
                     self._start_logging(mount.fsid, mount.rid)
                     log.info("mounting %s on %s (meta %s) fsid %016x rid %016x pid %d",
                              self.data_path, self.mnt, self.opts["metadev_path"], mount.fsid,
@@ -470,7 +449,8 @@ class _Daemon:
                     mount.notifier = notifier  # for lock invalidation's kernel notifications
                     mount.kernel_inodes = ops.lookups  # the inodes the kernel holds
                     try:
-                        vfs.init(ops, self.mnt, vfs.fuse_options(self.data_path, self.opts))
+                        self.session = vfs.init(ops, self.mnt,
+                                                vfs.fuse_options(self.data_path, self.opts))
                     except RuntimeError as e:
                         raise MountError(f"FUSE mount on {self.mnt} failed: {e}") from None
                     self.fuse_inited = True
@@ -489,14 +469,14 @@ class _Daemon:
                     with open(pidfile, "w") as f:
                         f.write(f"{os.getpid()}\n")
                     self.pidfile = pidfile
-                    notifier.start()
+                    notifier.start(self.session)
                     nursery.start_soon(ops.run_workers)
                     if outer.cancel_called:
                         return
                     self.ready = True
                     self.status.send(f"ready {os.getpid()}")
                     self.fuse_running = True
-                    await vfs.main()
+                    await self.session.run()
                     self.fuse_running = False
                     log.info("FUSE session ended%s", " (signal)" if self.terminated else "")
                 finally:
@@ -509,14 +489,12 @@ class _Daemon:
                     nursery.cancel_scope.cancel()
 
     async def _shutdown(self, mount, ctl, notifier) -> None:
-        from fs import vfs
-
         notifier.stop(timeout=1.0)
         if self.fuse_inited:
             # still mounted after a signal, a failure or a vanished parent: detach it
             unmount = self.terminated or not self.ready or self.fuse_running
             try:
-                vfs.close(unmount=unmount)
+                self.session.close(unmount=unmount)
             except Exception:
                 log.exception("closing the FUSE session failed")
             self.fuse_inited = False

@@ -9,8 +9,8 @@ the FUSE view (sysview/), which serves the files under ``$SCOUTFS_SYSFS_ROOT``.
 The tree is rebuilt from the mount on every request, so content is always live (fence
 requests come and go, counters move) and nothing here holds state of its own.
 
-It reads only these attributes of the mount (``fs.super.Mount`` or the FakeMount), each
-through ``getattr`` with a default so that a missing one simply leaves its files out:
+It reads only these attributes of the mount (``fs.super.Mount``, or a unit test's stand-in),
+each through ``getattr`` with a default so that a missing one simply leaves its files out:
 ``rid``, ``fsid``, ``sb.fmt_vers``, ``data_dev.path``, ``options``, ``counters``,
 ``set_option(name, text)``, ``quorum`` (``is_leader``, ``status_text()``), ``server``
 (``fence_requests``, ``answer_fence(rid, fenced=, error=)``, ``lock_server.dump_text()``,

@@ -1,12 +1,12 @@
-"""The pyfuse3 adapter: FUSE requests -> `fs.filesystem.Filesystem` calls.
+"""The FUSE adapter: requests of `fs.fuse` -> `fs.filesystem.Filesystem` calls.
 
-This is the only module that imports pyfuse3.  It holds no semantics of its own: it converts
-arguments and results, keeps the kernel's lookup counts, and turns `FsError` into
-`FUSEError`.
+It holds no semantics of its own: it converts arguments and results, keeps the kernel's
+lookup counts and open handles, and turns `FsError` into `FUSEError`.  Only `fs.fuse`
+touches /dev/fuse; this module implements its `Operations`.
 
 Deadlock rules this module depends on (ARCHITECTURE.md §5):
 
-* Kernel cache notifications (`pyfuse3.invalidate_inode/invalidate_entry`) block in the
+* Kernel cache notifications (`Session.notify_inval_inode/notify_inval_entry`) block in the
   kernel on page and directory locks that FUSE requests may hold while they wait for the very
   cluster lock being invalidated.  They are therefore only ever queued to `Notifier`, whose
   own threads issue them; no request handler or commit waits for them, and a lock
@@ -32,17 +32,17 @@ import stat
 import threading
 from typing import Any
 
-import pyfuse3
 import trio
 
+from fs import fuse
 from fs.errors import FsError
+from fs.fuse import FUSEError
 
 log = logging.getLogger(__name__)
 
-RENAME_NOREPLACE = pyfuse3.RENAME_NOREPLACE
-RENAME_EXCHANGE = pyfuse3.RENAME_EXCHANGE
-ROOT_INODE = pyfuse3.ROOT_INODE
-FUSEError = pyfuse3.FUSEError
+RENAME_NOREPLACE = fuse.RENAME_NOREPLACE
+RENAME_EXCHANGE = fuse.RENAME_EXCHANGE
+ROOT_INODE = fuse.ROOT_INODE
 
 
 def _ns(ts: tuple[int, int]) -> int:
@@ -55,7 +55,7 @@ def _ts(ns: int) -> tuple[int, int]:
 
 class FuseErrors:
     """Context manager: FsError -> FUSEError(errno); any other exception is a bug: log it
-    with its traceback and answer EIO (pyfuse3 handlers may only raise FUSEError)."""
+    with its traceback and answer EIO (handlers may only raise FUSEError)."""
 
     def __init__(self, what: str):
         self.what = what
@@ -86,8 +86,8 @@ class Notifier:
     for them as soon as a read or write is in flight (`data_request()` around every one).
 
     `queue_invalidate_inode` / `queue_invalidate_entry` never block and may be called from
-    any trio task (or thread).  Nothing is sent to the kernel until `start()` (after
-    pyfuse3.init) and nothing after `stop()` (before pyfuse3.close).  `flush` and
+    any trio task (or thread).  Nothing is sent to the kernel until `start(session)` (after
+    the FUSE mount) and nothing after `stop()` (before the session closes).  `flush` and
     `data_request` run in the daemon's trio thread.
     """
 
@@ -100,6 +100,7 @@ class Notifier:
         self._stats_lock = threading.Lock()  # sent/failed are counted by both threads
         self.sent = 0
         self.failed = 0
+        self._session: Any = None
 
     def queue_invalidate_inode(self, ino: int, attr_only: bool = False) -> None:
         self._attr_q.put(("inode", int(ino), True))
@@ -149,7 +150,9 @@ class Notifier:
             return "pages deferred" if scope.cancelled_caught else "done"
         return "timeout"
 
-    def start(self) -> None:
+    def start(self, session: Any) -> None:
+        """Start sending to `session` (an `fs.fuse.Session`, or a fake in tests)."""
+        self._session = session
         if not self._threads:
             for name, q in (("attrs", self._attr_q), ("pages", self._page_q)):
                 t = threading.Thread(target=self._run, args=(q,), name=f"scoutfs-notify-{name}",
@@ -175,9 +178,11 @@ class Notifier:
                 continue
             try:
                 if req[0] == "inode":
-                    pyfuse3.invalidate_inode(req[1], req[2])
+                    self._session.notify_inval_inode(req[1], req[2])
+                elif req[3]:
+                    self._session.notify_delete(req[1], req[3], req[2])
                 else:
-                    pyfuse3.invalidate_entry(req[1], req[2], req[3])
+                    self._session.notify_inval_entry(req[1], req[2])
                 with self._stats_lock:
                     self.sent += 1
             except OSError as e:
@@ -188,11 +193,14 @@ class Notifier:
                     log.warning("kernel invalidation %r failed: %s", req, e)
 
 
-class ScoutfsOperations(pyfuse3.Operations):
-    """pyfuse3 Operations over a Filesystem."""
+class ScoutfsOperations(fuse.Operations):
+    """`fs.fuse.Operations` over a Filesystem."""
 
-    supports_dot_lookup = False  # no NFS export: the kernel never looks up "." or ".."
-    enable_writeback_cache = False
+    # No handler is cancelled by an INTERRUPT: a lookup or read may be waiting for a cluster
+    # lock whose request is already with the server, and abandoning it would leave the
+    # server and this mount disagreeing about the mode we hold.  Waits that can last
+    # (offline data) will watch for the interrupt themselves.
+    interruptible: frozenset[str] = frozenset()
 
     def __init__(self, fs: Any, *, timeout_ms: int = 0, acl: bool = True,
                  readonly: bool = False, notifier: Notifier | None = None):
@@ -229,8 +237,8 @@ class ScoutfsOperations(pyfuse3.Operations):
             return Ctx(uid=0, gid=0, pid=0)
         return Ctx(uid=ctx.uid, gid=ctx.gid, pid=ctx.pid, umask=ctx.umask)
 
-    def _entry(self, a: Any) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
+    def _entry(self, a: Any) -> fuse.EntryAttributes:
+        e = fuse.EntryAttributes()
         e.st_ino = a.ino
         e.generation = getattr(a, "generation", 0)
         e.entry_timeout = self.timeout
@@ -248,7 +256,7 @@ class ScoutfsOperations(pyfuse3.Operations):
         e.st_ctime_ns = _ns(a.ctime)
         return e
 
-    def _looked_up(self, a: Any) -> pyfuse3.EntryAttributes:
+    def _looked_up(self, a: Any) -> fuse.EntryAttributes:
         """An entry reply that the kernel counts as one more lookup of the inode."""
         self.lookups[a.ino] = self.lookups.get(a.ino, 0) + 1
         return self._entry(a)
@@ -271,12 +279,12 @@ class ScoutfsOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ inodes
 
-    async def lookup(self, parent_inode, name, ctx=None):
+    async def lookup(self, parent_inode, name, ctx):
         with FuseErrors("lookup"):
             return self._looked_up(await self.fs.lookup(parent_inode, bytes(name)))
 
-    async def forget(self, inode_list):
-        # Synchronous bookkeeping only: the session loop awaits this handler.
+    def forget(self, inode_list):
+        # Synchronous bookkeeping only: the session loop calls this inline.
         for ino, nlookup in inode_list:
             left = self.lookups.get(ino, 0) - nlookup
             if left > 0:
@@ -286,7 +294,7 @@ class ScoutfsOperations(pyfuse3.Operations):
             if ino != ROOT_INODE:
                 self._forget_send.send_nowait(ino)
 
-    async def getattr(self, inode, ctx=None):
+    async def getattr(self, inode, ctx):
         with FuseErrors("getattr"):
             return self._entry(await self.fs.getattr(inode))
 
@@ -302,11 +310,10 @@ class ScoutfsOperations(pyfuse3.Operations):
                 kw["gid"] = attr.st_gid
             if fields.update_size:
                 kw["size"] = attr.st_size
-            # pyfuse3 fills in the current time itself for UTIME_NOW
             if fields.update_atime:
-                kw["atime"] = _ts(attr.st_atime_ns)
+                kw["atime"] = "now" if fields.atime_now else _ts(attr.st_atime_ns)
             if fields.update_mtime:
-                kw["mtime"] = _ts(attr.st_mtime_ns)
+                kw["mtime"] = "now" if fields.mtime_now else _ts(attr.st_mtime_ns)
             if fields.update_ctime:
                 kw["ctime"] = _ts(attr.st_ctime_ns)
             return self._entry(await self.fs.setattr(inode, ctx=self._ctx(ctx), **kw))
@@ -360,7 +367,7 @@ class ScoutfsOperations(pyfuse3.Operations):
 
     # ------------------------------------------------------------------ files
 
-    async def _open(self, ino: int, flags: int, rctx: Any) -> pyfuse3.FileInfo:
+    async def _open(self, ino: int, flags: int, rctx: Any) -> fuse.FileInfo:
         ctx = self._ctx(rctx)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self._check_rw()
@@ -375,7 +382,7 @@ class ScoutfsOperations(pyfuse3.Operations):
         fh = self._new_fh(ino, ctx)
         if flags & os.O_APPEND:
             self.append_fhs.add(fh)
-        return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=False)
+        return fuse.FileInfo(fh=fh, direct_io=False, keep_cache=False)
 
     async def open(self, inode, flags, ctx):
         with FuseErrors("open"):
@@ -434,7 +441,7 @@ class ScoutfsOperations(pyfuse3.Operations):
                 dot = name in (b".", b"..")
                 if a is None:
                     if dot:  # the kernel takes no lookup from "." or ".." entries
-                        e = pyfuse3.EntryAttributes()
+                        e = fuse.EntryAttributes()
                         e.st_ino = ino
                         e.st_mode = stat.S_IFDIR
                     else:
@@ -442,9 +449,9 @@ class ScoutfsOperations(pyfuse3.Operations):
                         e = self._entry(a)
                 else:
                     e = self._entry(a)
-                if not pyfuse3.readdir_reply(token, name, e, next_pos):
+                if not fuse.readdir_reply(token, name, e, next_pos):
                     break
-                if not dot:
+                if token.plus and not dot:
                     self.lookups[a.ino] = self.lookups.get(a.ino, 0) + 1
 
     async def releasedir(self, fh):
@@ -459,7 +466,7 @@ class ScoutfsOperations(pyfuse3.Operations):
     async def statfs(self, ctx):
         with FuseErrors("statfs"):
             st = await self.fs.statfs()
-            out = pyfuse3.StatvfsData()
+            out = fuse.StatvfsData()
             out.f_bsize = 4096
             out.f_frsize = 4096
             out.f_namemax = 255
@@ -471,14 +478,14 @@ class ScoutfsOperations(pyfuse3.Operations):
             return out
 
     # ------------------------------------------------------------------ xattrs
-    # pyfuse3 does not pass XATTR_CREATE/XATTR_REPLACE: it emulates them with a getxattr
-    # before setxattr (so CREATE|REPLACE together is not EINVAL, and the check and the set are
-    # two steps).  See the report in fs/mount.py's docstring.
+    # XATTR_CREATE/XATTR_REPLACE reach us (FUSE_SETXATTR_EXT) and are applied by the
+    # filesystem under the inode's WRITE cluster lock, so the check and the set are atomic
+    # across mounts.
 
-    async def setxattr(self, inode, name, value, ctx):
+    async def setxattr(self, inode, name, value, flags, ctx):
         with FuseErrors("setxattr"):
             self._check_rw()
-            await self.fs.setxattr(inode, bytes(name), bytes(value), 0, self._ctx(ctx))
+            await self.fs.setxattr(inode, bytes(name), bytes(value), flags, self._ctx(ctx))
 
     async def getxattr(self, inode, name, ctx):
         with FuseErrors("getxattr"):
@@ -494,8 +501,48 @@ class ScoutfsOperations(pyfuse3.Operations):
             await self.fs.removexattr(inode, bytes(name), self._ctx(ctx))
 
 
+    # ------------------------------------------------------------------ newer calls
+
+    async def tmpfile(self, parent_inode, mode, flags, ctx):
+        with FuseErrors("tmpfile"):
+            self._check_rw()
+            a = await self.fs.tmpfile(parent_inode, (mode & 0o7777) | stat.S_IFREG,
+                                      self._ctx(ctx))
+            entry = self._looked_up(a)
+            fi = await self._open(a.ino, flags & ~(os.O_TRUNC | os.O_CREAT), ctx)
+            return fi, entry
+
+    async def fallocate(self, fh, mode, off, length, ctx):
+        with FuseErrors("fallocate"), self.notifier.data_request():
+            self._check_rw()
+            await self.fs.fallocate(self._fh_ino(fh), mode, off, length, self._ctx(ctx))
+
+    async def lseek(self, fh, off, whence, ctx):
+        with FuseErrors("lseek"):
+            return await self.fs.lseek(self._fh_ino(fh), off, whence)
+
+    async def copy_file_range(self, fh_in, off_in, fh_out, off_out, length, flags, ctx):
+        with FuseErrors("copy_file_range"), self.notifier.data_request():
+            self._check_rw()
+            return await self.fs.copy_file_range(self._fh_ino(fh_in), off_in,
+                                                 self._fh_ino(fh_out), off_out, length, flags,
+                                                 self.handles[fh_out][1])
+
+    async def ioctl(self, fh, cmd, arg, in_data, out_size, flags, ctx):
+        with FuseErrors("ioctl"):
+            ino = self._fh_ino(fh)
+            if cmd == FS_IOC_GETFLAGS and out_size >= 4:
+                a = await self.fs.getattr(ino)
+                del a  # scoutfs keeps no chattr flags: none are set
+                return 0, (0).to_bytes(4, "little")
+            raise FUSEError(errno.ENOTTY)
+
+
+FS_IOC_GETFLAGS = 0x80086601
+
+
 def fuse_options(data_path: str, opts: dict[str, Any]) -> set[str]:
-    """The options for pyfuse3.init: type shows as fuse.scoutfs, source the data device."""
+    """The FUSE mount options: type shows as fuse.scoutfs, source the data device."""
     fsname = data_path.replace(",", "\\,")
     out = {f"fsname={fsname}", "subtype=scoutfs", "default_permissions", "allow_other",
            "dev", "suid"}
@@ -506,111 +553,11 @@ def fuse_options(data_path: str, opts: dict[str, Any]) -> set[str]:
     return out
 
 
-def init(ops: ScoutfsOperations, mountpoint: str, options: set[str]) -> None:
-    pyfuse3.init(ops, mountpoint, options)
-    if ops.enable_acl:
-        _request_dont_mask()
-
-
-# ---------------------------------------------------------------------- FUSE_DONT_MASK
-# With FUSE_POSIX_ACL the filesystem must see the mode a create asked for, unmasked: a new
-# inode in a directory with a default ACL takes its permissions from the ACL and that mode,
-# and the umask does not apply (the filesystem applies ctx.umask itself otherwise; see
-# fs.acl.create).  The kernel only leaves the mode unmasked when the INIT reply carries
-# FUSE_DONT_MASK, and pyfuse3 3.5 never asks for it (its init handler gets no fuse_conn_info
-# to change).  So before the session loop reads INIT, we wrap the init callback in the
-# libfuse session's copy of pyfuse3's operations table with one that adds
-# FUSE_CAP_DONT_MASK to conn->want.  Every address is found and checked (the table must be
-# an exact copy of pyfuse3's, its init entry pyfuse3's handler); if anything does not
-# match, nothing is changed and the kernel keeps masking, which only loses the exact
-# default-ACL inheritance (the umask applied twice is the same as once).
-
-FUSE_CAP_DONT_MASK = 1 << 6
-_CONN_CAPABLE, _CONN_WANT = 20, 24  # offsets in struct fuse_conn_info (fuse_common.h)
-_init_hook: Any = None  # the ctypes callback, kept alive for the session
-
-
-def _elf_symbols(path: str, names: set[bytes]) -> dict[bytes, tuple[int, int]]:
-    """name -> (st_value, st_size) of the wanted .symtab symbols of an ELF64 LE file."""
-    import struct
-
-    with open(path, "rb") as f:
-        data = f.read()
-    if data[:4] != b"\x7fELF" or data[4] != 2 or data[5] != 1:
-        return {}
-    (shoff,) = struct.unpack_from("<Q", data, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", data, 0x3A)
-    secs = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize)
-            for i in range(shnum)]
-    out = {}
-    for sec in secs:
-        if sec[1] != 2:  # SHT_SYMTAB
-            continue
-        stroff = secs[sec[6]][4]
-        for off in range(sec[4], sec[4] + sec[5], 24):
-            st_name, _, _, _, value, size = struct.unpack_from("<IBBHQQ", data, off)
-            start = stroff + st_name
-            name = data[start:data.index(b"\0", start)]
-            if name in names:
-                out[name] = (value, size)
-    return out
-
-
-def _request_dont_mask() -> bool:
-    """Make the coming INIT reply ask for FUSE_DONT_MASK (see above); False if it can't."""
-    global _init_hook
-    import ctypes
-
-    sym_init, sym_ops, sym_session, sym_entry = (
-        b"__pyx_f_7pyfuse3_fuse_init", b"__pyx_v_7pyfuse3_fuse_ops",
-        b"__pyx_v_7pyfuse3_session", b"PyInit_pyfuse3")
+def init(ops: ScoutfsOperations, mountpoint: str, options: set[str]) -> fuse.Session:
+    """Mount `mountpoint` for `ops` (RuntimeError with the reason if it fails)."""
+    session = fuse.Session(ops, mountpoint, options, acl=ops.enable_acl)
     try:
-        path = pyfuse3.__file__
-        syms = _elf_symbols(path, {sym_init, sym_ops, sym_session, sym_entry})
-        if len(syms) != 4:
-            raise LookupError("pyfuse3 symbols not found")
-        lib = ctypes.CDLL(path)
-        base = ctypes.cast(lib.PyInit_pyfuse3, ctypes.c_void_p).value - syms[sym_entry][0]
-        ops_addr, ops_size = base + syms[sym_ops][0], syms[sym_ops][1]
-        init_addr = base + syms[sym_init][0]
-        session = ctypes.c_void_p.from_address(base + syms[sym_session][0]).value
-        ops = ctypes.string_at(ops_addr, ops_size)
-        if not session or ops_size < 8 or \
-                ctypes.c_void_p.from_address(ops_addr).value != init_addr:
-            raise LookupError("pyfuse3's operations table is not as expected")
-        # struct fuse_session: a few fields, then its copy of the operations table
-        slot = next((session + off for off in range(0, 129, 8)
-                     if ctypes.string_at(session + off, ops_size) == ops), None)
-        if slot is None:
-            raise LookupError("the session's operations table was not found")
-        orig = ctypes.PYFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(init_addr)
-
-        def init_hook(userdata, conn):
-            orig(userdata, conn)
-            capable = ctypes.c_uint.from_address(conn + _CONN_CAPABLE).value
-            want = ctypes.c_uint.from_address(conn + _CONN_WANT)
-            if capable & FUSE_CAP_DONT_MASK:
-                want.value |= FUSE_CAP_DONT_MASK
-            else:
-                log.warning("the kernel offers no FUSE_DONT_MASK: creates are umasked "
-                            "even under default ACLs")
-
-        _init_hook = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p)(init_hook)
-        ctypes.c_void_p.from_address(slot).value = ctypes.cast(_init_hook, ctypes.c_void_p).value
-        return True
-    except (OSError, LookupError, ValueError, AttributeError, TypeError) as e:
-        log.warning("cannot request FUSE_DONT_MASK (%s): creates are umasked by the kernel "
-                    "even under default ACLs", e)
-        return False
-
-
-async def main() -> None:
-    await pyfuse3.main()
-
-
-def terminate() -> None:
-    pyfuse3.terminate()
-
-
-def close(unmount: bool) -> None:
-    pyfuse3.close(unmount=unmount)
+        session.mount()
+    except fuse.MountFailed as e:
+        raise RuntimeError(str(e)) from None
+    return session

@@ -1,15 +1,26 @@
 #!/usr/bin/env python3
-"""The minimal pyfuse3 filesystem: the floor cost of any pyfuse3 filesystem on this machine.
+"""The minimal FUSE filesystem: the floor cost of any FUSE filesystem in Python on this machine,
+on either binding (``--binding pyfuse3``, the default, or ``fuse``: the project's own
+protocol layer, `fs.fuse`).
 
 Names and attributes live in memory, reads return zeros, writes are discarded (only the file
 size is kept), entry/attr timeouts are 0 and there is no writeback cache -- the same settings
-a scoutfs mount uses by default, so `scripts/bench` can compare scoutfs with what pyfuse3 alone
-costs (`../shared/perf/anchors.md`).
+a scoutfs mount uses by default, so `scripts/bench` can compare scoutfs with what the binding
+alone costs (`../shared/perf/anchors.md`), and the two bindings with each other (its
+``protocol`` target).  With --keep-data the files' contents are kept in memory too (reads
+return what was written).
 
-    bench_minimalfs.py MOUNTPOINT [--ready-file F]
+    bench_minimalfs.py MOUNTPOINT [--binding pyfuse3|fuse] [--keep-data] [--ready-file F]
 
 Runs in the foreground until unmounted (`umount MOUNTPOINT`) or SIGINT/SIGTERM.  With
 --ready-file it writes its pid into F once the mount is in place.
+
+One implementation serves both bindings: `MinimalFs` holds the tree and the handlers (their
+signatures are pyfuse3's, which `fs.fuse.Operations` follows) and builds its replies with the
+binding's module (`api`); `FuseMinimalFs` and `pyfuse3_class()` only add the binding's base
+class and its kind of `forget` (synchronous in fs.fuse, a coroutine in pyfuse3).  pyfuse3 is
+imported only when asked for.  tests/mounted/test_fuse_protocol.py subclasses
+`FuseMinimalFs` and runs it with `serve`.
 """
 
 from __future__ import annotations
@@ -21,17 +32,22 @@ import signal
 import stat
 import sys
 import time
+from typing import Any
 
-import pyfuse3
 import trio
 
-ROOT = pyfuse3.ROOT_INODE
+from fs import fuse
+
+ROOT = fuse.ROOT_INODE  # 1, as pyfuse3.ROOT_INODE
 ZEROS = bytes(1 << 20)
+BINDINGS = ("pyfuse3", "fuse")
+# pyfuse3.default_options, for both bindings
+OPTIONS = frozenset({"default_permissions", "fsname=bench_minimalfs", "subtype=bench_minimalfs"})
 
 
 class Node:
     __slots__ = ("ino", "mode", "nlink", "uid", "gid", "rdev", "size", "atime", "mtime",
-                 "ctime", "target", "entries", "lookups")
+                 "ctime", "target", "entries", "lookups", "data")
 
     def __init__(self, ino: int, mode: int, uid: int, gid: int, rdev: int = 0):
         now = time.time_ns()
@@ -46,13 +62,19 @@ class Node:
         self.target = b""
         self.entries: dict[bytes, int] | None = {} if stat.S_ISDIR(mode) else None
         self.lookups = 0
+        self.data: bytearray | None = None  # with keep_data: the contents, len == size
 
 
-class MinimalFs(pyfuse3.Operations):
-    enable_writeback_cache = False
+class MinimalFs:
+    """The in-memory tree and the request handlers, for either binding.  `api` (set by the
+    binding's subclass) is the module whose FUSEError, EntryAttributes, FileInfo,
+    StatvfsData and readdir_reply the handlers use."""
 
-    def __init__(self) -> None:
+    api: Any = None
+
+    def __init__(self, keep_data: bool = False) -> None:
         super().__init__()
+        self.keep_data = keep_data
         self.nodes: dict[int, Node] = {}
         self.next_ino = ROOT + 1
         root = Node(ROOT, stat.S_IFDIR | 0o755, 0, 0)
@@ -61,8 +83,11 @@ class MinimalFs(pyfuse3.Operations):
         self.parents: dict[int, int] = {ROOT: ROOT}
 
     # helpers ---------------------------------------------------------------------------------
-    def _attr(self, n: Node) -> pyfuse3.EntryAttributes:
-        a = pyfuse3.EntryAttributes()
+    def _error(self, err: int) -> Exception:
+        return self.api.FUSEError(err)
+
+    def _attr(self, n: Node):
+        a = self.api.EntryAttributes()
         a.st_ino = n.ino
         a.generation = 0
         a.entry_timeout = 0
@@ -83,22 +108,24 @@ class MinimalFs(pyfuse3.Operations):
     def _node(self, ino: int) -> Node:
         n = self.nodes.get(ino)
         if n is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise self._error(errno.ENOENT)
         return n
 
     def _dir(self, ino: int) -> Node:
         n = self._node(ino)
         if n.entries is None:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+            raise self._error(errno.ENOTDIR)
         return n
 
     def _new(self, parent: int, name: bytes, mode: int, ctx, rdev: int = 0) -> Node:
         d = self._dir(parent)
         assert d.entries is not None
         if name in d.entries:
-            raise pyfuse3.FUSEError(errno.EEXIST)
+            raise self._error(errno.EEXIST)
         n = Node(self.next_ino, mode, ctx.uid, ctx.gid, rdev)
         self.next_ino += 1
+        if self.keep_data and stat.S_ISREG(mode):
+            n.data = bytearray()
         self.nodes[n.ino] = n
         d.entries[name] = n.ino
         d.mtime = d.ctime = n.ctime
@@ -113,6 +140,27 @@ class MinimalFs(pyfuse3.Operations):
             self.nodes.pop(n.ino, None)
             self.parents.pop(n.ino, None)
 
+    def _truncate(self, n: Node, size: int) -> None:
+        if n.data is not None:
+            if size < len(n.data):
+                del n.data[size:]
+            else:
+                n.data.extend(bytes(size - len(n.data)))
+        n.size = size
+
+    @staticmethod
+    def _counts_lookup(token) -> bool:
+        """Whether a readdir entry gives the kernel a lookup: with readdirplus.  pyfuse3
+        only serves READDIRPLUS (its token has no `plus`); fs.fuse says which it is."""
+        return getattr(token, "plus", True)
+
+    def _forget(self, inode_list) -> None:
+        for ino, nlookup in inode_list:
+            n = self.nodes.get(ino)
+            if n is not None:
+                n.lookups -= nlookup
+                self._maybe_free(n)
+
     # namespace -------------------------------------------------------------------------------
     async def lookup(self, parent_inode, name, ctx=None):
         d = self._dir(parent_inode)
@@ -124,17 +172,10 @@ class MinimalFs(pyfuse3.Operations):
         else:
             ino = d.entries.get(name)
             if ino is None:
-                raise pyfuse3.FUSEError(errno.ENOENT)
+                raise self._error(errno.ENOENT)
         n = self.nodes[ino]
         n.lookups += 1
         return self._attr(n)
-
-    async def forget(self, inode_list):
-        for ino, nlookup in inode_list:
-            n = self.nodes.get(ino)
-            if n is not None:
-                n.lookups -= nlookup
-                self._maybe_free(n)
 
     async def getattr(self, inode, ctx=None):
         return self._attr(self._node(inode))
@@ -143,7 +184,7 @@ class MinimalFs(pyfuse3.Operations):
         n = self._node(inode)
         now = time.time_ns()
         if fields.update_size:
-            n.size = attr.st_size
+            self._truncate(n, attr.st_size)
             n.mtime = now
         if fields.update_mode:
             n.mode = (n.mode & ~0o7777) | (attr.st_mode & 0o7777)
@@ -178,7 +219,7 @@ class MinimalFs(pyfuse3.Operations):
         d = self._dir(new_parent_inode)
         assert d.entries is not None
         if new_name in d.entries:
-            raise pyfuse3.FUSEError(errno.EEXIST)
+            raise self._error(errno.EEXIST)
         d.entries[new_name] = n.ino
         n.nlink += 1
         n.lookups += 1
@@ -190,18 +231,18 @@ class MinimalFs(pyfuse3.Operations):
         assert d.entries is not None
         ino = d.entries.get(name)
         if ino is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise self._error(errno.ENOENT)
         n = self.nodes[ino]
         if want_dir:
             if n.entries is None:
-                raise pyfuse3.FUSEError(errno.ENOTDIR)
+                raise self._error(errno.ENOTDIR)
             if n.entries:
-                raise pyfuse3.FUSEError(errno.ENOTEMPTY)
+                raise self._error(errno.ENOTEMPTY)
             n.nlink = 0
             d.nlink -= 1
         else:
             if n.entries is not None:
-                raise pyfuse3.FUSEError(errno.EISDIR)
+                raise self._error(errno.EISDIR)
             n.nlink -= 1
         del d.entries[name]
         n.ctime = d.mtime = d.ctime = time.time_ns()
@@ -215,13 +256,13 @@ class MinimalFs(pyfuse3.Operations):
 
     async def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
         if flags:
-            raise pyfuse3.FUSEError(errno.EINVAL)
+            raise self._error(errno.EINVAL)
         src = self._dir(parent_inode_old)
         dst = self._dir(parent_inode_new)
         assert src.entries is not None and dst.entries is not None
         ino = src.entries.get(name_old)
         if ino is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
+            raise self._error(errno.ENOENT)
         if name_new in dst.entries:
             if self.nodes[dst.entries[name_new]].entries is not None:
                 await self._remove(parent_inode_new, name_new, True)
@@ -246,12 +287,14 @@ class MinimalFs(pyfuse3.Operations):
         assert d.entries is not None
         # offsets: position in a snapshot of the names (good enough for a benchmark floor)
         names = list(d.entries.items())
+        counts = self._counts_lookup(token)
         for i in range(start_id, len(names)):
             name, ino = names[i]
             n = self.nodes[ino]
-            if not pyfuse3.readdir_reply(token, name, self._attr(n), i + 1):
+            if not self.api.readdir_reply(token, name, self._attr(n), i + 1):
                 break
-            n.lookups += 1
+            if counts:
+                n.lookups += 1
 
     async def releasedir(self, fh):
         pass
@@ -262,24 +305,30 @@ class MinimalFs(pyfuse3.Operations):
     # files -----------------------------------------------------------------------------------
     async def create(self, parent_inode, name, mode, flags, ctx):
         n = self._new(parent_inode, name, stat.S_IFREG | (mode & 0o7777), ctx)
-        return pyfuse3.FileInfo(fh=n.ino), self._attr(n)
+        return self.api.FileInfo(fh=n.ino), self._attr(n)
 
     async def open(self, inode, flags, ctx):
         n = self._node(inode)
         if flags & os.O_TRUNC:
-            n.size = 0
-        return pyfuse3.FileInfo(fh=inode)
+            self._truncate(n, 0)
+        return self.api.FileInfo(fh=inode)
 
     async def read(self, fh, off, size):
         n = self._node(fh)
         if off >= n.size:
             return b""
         size = min(size, n.size - off)
+        if n.data is not None:
+            return bytes(memoryview(n.data)[off:off + size])
         return ZEROS if size == len(ZEROS) else bytes(size)
 
     async def write(self, fh, off, buf):
         n = self._node(fh)
         end = off + len(buf)
+        if n.data is not None:
+            if off > len(n.data):
+                n.data.extend(bytes(off - len(n.data)))
+            n.data[off:end] = buf
         if end > n.size:
             n.size = end
         n.mtime = n.ctime = time.time_ns()
@@ -295,7 +344,7 @@ class MinimalFs(pyfuse3.Operations):
         pass
 
     async def statfs(self, ctx):
-        s = pyfuse3.StatvfsData()
+        s = self.api.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_blocks = s.f_bfree = s.f_bavail = 1 << 30
         s.f_files = 1 << 32
@@ -304,37 +353,116 @@ class MinimalFs(pyfuse3.Operations):
         return s
 
 
+# the bindings ----------------------------------------------------------------------------------
+
+
+class FuseMinimalFs(MinimalFs, fuse.Operations):
+    """The minimal filesystem on `fs.fuse`."""
+
+    api = fuse
+
+    def forget(self, inode_list):
+        self._forget(inode_list)
+
+
+def pyfuse3_class() -> type[MinimalFs]:
+    """The minimal filesystem on pyfuse3 (imported here: only this binding needs it)."""
+    import pyfuse3
+
+    class Pyfuse3MinimalFs(MinimalFs, pyfuse3.Operations):
+        api = pyfuse3
+        enable_writeback_cache = False
+
+        async def forget(self, inode_list):
+            self._forget(inode_list)
+
+    return Pyfuse3MinimalFs
+
+
+class FuseMount:
+    """An `fs.fuse.Session` mount of `ops` (`session` is there for whoever wants its
+    counters)."""
+
+    def __init__(self, ops: fuse.Operations, mountpoint: str, options: set[str]):
+        self.session = fuse.Session(ops, mountpoint, options)
+        self.session.mount()
+
+    async def run(self) -> None:
+        await self.session.run()
+
+    def terminate(self) -> None:
+        self.session.terminate()
+
+    def close(self) -> None:
+        self.session.close(unmount=True)
+
+
+class Pyfuse3Mount:
+    """pyfuse3's one global session, behind the same four calls."""
+
+    def __init__(self, ops: Any, mountpoint: str, options: set[str]):
+        import pyfuse3
+
+        self.pyfuse3 = pyfuse3
+        pyfuse3.init(ops, mountpoint, options)
+
+    async def run(self) -> None:
+        await self.pyfuse3.main()
+
+    def terminate(self) -> None:
+        self.pyfuse3.terminate()
+
+    def close(self) -> None:
+        self.pyfuse3.close(unmount=True)
+
+
+def make(binding: str, keep_data: bool = False) -> tuple[MinimalFs, type]:
+    """(the minimal filesystem for `binding`, the class that mounts it)."""
+    if binding == "fuse":
+        return FuseMinimalFs(keep_data), FuseMount
+    if binding == "pyfuse3":
+        return pyfuse3_class()(keep_data), Pyfuse3Mount
+    raise ValueError(f"unknown binding {binding!r}: choose from {', '.join(BINDINGS)}")
+
+
+def serve(mount: FuseMount | Pyfuse3Mount, ready_file: str | None = None) -> None:
+    """Serve a mount until it is unmounted or we get SIGINT/SIGTERM (then unmount it from our
+    side); it is closed (and unmounted if still mounted) whatever happens."""
+    try:
+        async def run() -> None:
+            async with trio.open_nursery() as nursery:
+                async def on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
+                    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                        task_status.started()
+                        async for _ in signals:
+                            mount.terminate()  # unmount from our side: run() returns
+                            return
+
+                # signals are ours before anyone learns we are ready
+                await nursery.start(on_signal)
+                if ready_file:
+                    with open(ready_file, "w") as f:
+                        f.write(f"{os.getpid()}\n")
+                await mount.run()
+                nursery.cancel_scope.cancel()
+
+        trio.run(run)
+    finally:
+        mount.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("mountpoint")
+    ap.add_argument("--binding", choices=BINDINGS, default="pyfuse3",
+                    help="the FUSE binding: pyfuse3 (default) or fuse (the project's fs.fuse)")
+    ap.add_argument("--keep-data", action="store_true",
+                    help="keep the files' contents in memory (default: discard writes)")
     ap.add_argument("--ready-file", help="write our pid here once mounted")
     args = ap.parse_args(argv)
 
-    fs = MinimalFs()
-    options = set(pyfuse3.default_options)
-    options.add("fsname=bench_minimalfs")
-    options.add("subtype=bench_minimalfs")
-    pyfuse3.init(fs, args.mountpoint, options)
-    if args.ready_file:
-        with open(args.ready_file, "w") as f:
-            f.write(f"{os.getpid()}\n")
-
-    async def run() -> None:
-        async with trio.open_nursery() as nursery:
-            async def on_signal() -> None:
-                with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                    async for _ in signals:
-                        pyfuse3.terminate()  # unmount from our side: pyfuse3.main returns
-                        return
-
-            nursery.start_soon(on_signal)
-            await pyfuse3.main()
-            nursery.cancel_scope.cancel()
-
-    try:
-        trio.run(run)
-    finally:
-        pyfuse3.close(unmount=True)
+    ops, mount_class = make(args.binding, args.keep_data)
+    serve(mount_class(ops, args.mountpoint, set(OPTIONS)), args.ready_file)
     return 0
 
 

@@ -7,7 +7,7 @@ the same relative paths, finds live mounts by their control sockets in
 ``$SCOUTFS_RUN_DIR/ctl/*.sock`` and forwards every list, read and write to the owning mount
 daemon (fs/sysfs.py builds the trees there).
 
-Modules: `backend` (discovery and control-socket calls, no FUSE), `ops` (the pyfuse3
-Operations), `main` (command line and lifecycle).  This package is the only one besides
-fs/vfs.py that imports pyfuse3.
+Modules: `backend` (discovery and control-socket calls, no FUSE), `ops` (the `fs.fuse`
+Operations), `main` (command line and lifecycle).  The FUSE protocol is the project's own
+`fs.fuse` package, as for the mount daemon (fs/vfs.py).
 """

@@ -7,8 +7,8 @@ foreground (start it with ``scoutfs-sysfsd &``).  The root defaults to
 ``/run/scoutfs``.  SIGTERM, SIGINT or SIGHUP unmount the view and exit 0; ``umount ROOT``
 ends it too.  Exit status 1 when it cannot mount.
 
-Concurrency: one trio loop runs the FUSE session (pyfuse3 worker tasks) and the signal
-watcher; nothing here blocks the loop.
+Concurrency: one trio loop runs the FUSE session (`fs.fuse.Session`: one task per request)
+and the signal watcher; nothing here blocks the loop.
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 
-import pyfuse3
 import trio
 
+from fs import fuse
 from sysview.backend import DEFAULT_TIMEOUT_S, Backend
 from sysview.ops import SysfsOperations, fuse_options
 
@@ -53,6 +54,16 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
+def connected(fd: int) -> bool:
+    """Whether the FUSE connection on `fd` still stands: /dev/fuse polls POLLERR once the
+    kernel ended it (umount, abort)."""
+    if fd < 0:
+        return False
+    p = select.poll()
+    p.register(fd, 0)
+    return not any(ev & (select.POLLERR | select.POLLNVAL) for _, ev in p.poll(0))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="scoutfs-sysfsd",
@@ -76,9 +87,10 @@ async def _serve(ops: SysfsOperations, root: str, options: set[str]) -> int:
     before the mount exists and until it is gone, so a SIGTERM can never leave the view
     mounted with nobody serving it."""
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
+        session = fuse.Session(ops, root, options)
         try:
-            pyfuse3.init(ops, root, options)
-        except RuntimeError as e:
+            session.mount()
+        except fuse.MountFailed as e:
             sys.stderr.write(f"scoutfs-sysfsd: mounting the view on {root} failed: {e}\n")
             return 1
         log.info("serving %s (mounts from %s)", root, ops.backend.ctl_dir)
@@ -86,16 +98,17 @@ async def _serve(ops: SysfsOperations, root: str, options: set[str]) -> int:
         async def watch() -> None:
             async for sig in sigs:
                 log.info("signal %d: unmounting %s", sig, root)
-                pyfuse3.terminate()
+                session.terminate()
 
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(watch)
-                await pyfuse3.main()
+                await session.run()
                 nursery.cancel_scope.cancel()
         finally:
-            # unmounts unless the kernel already did (libfuse checks the connection first)
-            pyfuse3.close(unmount=True)
+            # unmounts unless the kernel already did (or the connection was aborted), as
+            # libfuse does: the path may hold another mount by now
+            session.close(unmount=connected(session.fd))
     return 0
 
 

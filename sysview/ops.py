@@ -1,4 +1,4 @@
-"""The pyfuse3 Operations of the sysfs view: paths -> requests to the owning mount daemon.
+"""The `fs.fuse` Operations of the sysfs view: paths -> requests to the owning mount daemon.
 
 The tree, relative to the view's root::
 
@@ -16,9 +16,10 @@ read reaches us).  A file's text is fetched by a read at offset 0 and kept in it
 the reads that follow (``cat`` reads until it gets 0 bytes), as sysfs's seq_file does; each
 write(2) is one store, as in sysfs.
 
-Concurrency: pyfuse3 runs handlers as concurrent trio tasks.  The inode table and handle
-table are changed only between awaits.  Every request to a daemon is bounded by the
-backend's timeout (EIO after it), so a hung daemon never hangs the view.
+Concurrency: `fs.fuse.Session` runs handlers as concurrent trio tasks (`forget` inline,
+synchronously).  The inode table and handle table are changed only between awaits.  No
+handler is interruptible: every request to a daemon is bounded by the backend's timeout (EIO
+after it), so a hung daemon never hangs the view.
 """
 
 from __future__ import annotations
@@ -30,8 +31,7 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-import pyfuse3
-
+from fs import fuse
 from fs.errors import FsError
 from fs.sysfs import DEBUG_PREFIX, DIR_MODE, SYS_PREFIX, TREE_DEBUG, TREE_SYS
 from fs.vfs import FuseErrors
@@ -39,8 +39,8 @@ from sysview.backend import Backend
 
 log = logging.getLogger(__name__)
 
-FUSEError = pyfuse3.FUSEError
-ROOT_INODE = pyfuse3.ROOT_INODE
+FUSEError = fuse.FUSEError
+ROOT_INODE = fuse.ROOT_INODE
 
 Path = tuple[str, ...]
 
@@ -83,10 +83,7 @@ class Handle:
     entries: list[tuple[str, bool, int]] = field(default_factory=list)
 
 
-class SysfsOperations(pyfuse3.Operations):
-    supports_dot_lookup = False
-    enable_writeback_cache = False
-
+class SysfsOperations(fuse.Operations):
     def __init__(self, backend: Backend) -> None:
         super().__init__()
         self.backend = backend
@@ -123,8 +120,8 @@ class SysfsOperations(pyfuse3.Operations):
         self.by_path[path] = ino
         return n
 
-    def _attrs(self, n: Node) -> pyfuse3.EntryAttributes:
-        e = pyfuse3.EntryAttributes()
+    def _attrs(self, n: Node) -> fuse.EntryAttributes:
+        e = fuse.EntryAttributes()
         e.st_ino = n.ino
         e.generation = 0
         e.entry_timeout = 0
@@ -196,7 +193,7 @@ class SysfsOperations(pyfuse3.Operations):
             n.nlookup += 1
             return self._attrs(n)
 
-    async def forget(self, inode_list):
+    def forget(self, inode_list):
         for ino, nlookup in inode_list:
             n = self.nodes.get(ino)
             if n is None or ino == ROOT_INODE:
@@ -216,7 +213,7 @@ class SysfsOperations(pyfuse3.Operations):
         return self._attrs(self._node(inode))
 
     async def statfs(self, ctx):
-        s = pyfuse3.StatvfsData()
+        s = fuse.StatvfsData()
         s.f_bsize = s.f_frsize = 4096
         s.f_namemax = 255
         return s
@@ -234,7 +231,7 @@ class SysfsOperations(pyfuse3.Operations):
             fh = self._next_fh
             self._next_fh += 1
             self.handles[fh] = Handle(n)
-            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+            return fuse.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     def _handle(self, fh: int) -> Handle:
         h = self.handles.get(fh)
@@ -306,12 +303,14 @@ class SysfsOperations(pyfuse3.Operations):
             for i in range(start_id, len(h.entries)):
                 name, is_dir, mode = h.entries[i]
                 n = self._node_for(h.node.path + (name,), is_dir, mode)
-                if not pyfuse3.readdir_reply(token, name.encode(), self._attrs(n), i + 1):
-                    if n.nlookup <= 0 and self.by_path.get(n.path) == n.ino:
-                        del self.by_path[n.path]  # made for this reply only
-                        del self.nodes[n.ino]
+                added = fuse.readdir_reply(token, name.encode(), self._attrs(n), i + 1)
+                if added and token.plus:
+                    n.nlookup += 1  # a readdirplus entry counts as a lookup
+                elif n.nlookup <= 0 and self.by_path.get(n.path) == n.ino:
+                    del self.by_path[n.path]  # made for this reply only
+                    del self.nodes[n.ino]
+                if not added:
                     break
-                n.nlookup += 1  # a readdirplus entry counts as a lookup
 
     async def releasedir(self, fh):
         self.handles.pop(fh, None)

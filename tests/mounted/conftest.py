@@ -45,15 +45,12 @@ def _free_port() -> int:
 
 
 class Env:
-    def __init__(self, root: Path, fake: bool):
+    def __init__(self, root: Path):
         self.root = root
         self.run = root / "run"
         self.sys = root / "sys"  # the sysfs view's root
         self.env = dict(os.environ, PYTHONPATH=str(REPO), SCOUTFS_RUN_DIR=str(self.run),
                         SCOUTFS_SYSFS_ROOT=str(self.sys))
-        self.env.pop("SCOUTFS_FAKE_MOUNT", None)
-        if fake:
-            self.env["SCOUTFS_FAKE_MOUNT"] = "1"
         self.mounts: list[Path] = []
         self.view: subprocess.Popen | None = None
         self.fenced: subprocess.Popen | None = None
@@ -223,9 +220,6 @@ def wait_gone(pid: int, timeout: float = 15) -> bool:
     return False
 
 
-FAKE = os.environ.get("SCOUTFS_TEST_FAKE_MOUNT") == "1"
-
-
 @pytest.fixture
 def root_dir():
     """A world-traversable work dir (pytest's tmp_path is 0700: other users could not reach
@@ -239,7 +233,7 @@ def root_dir():
 
 @pytest.fixture
 def env(root_dir):
-    e = Env(root_dir, FAKE)
+    e = Env(root_dir)
     try:
         e.start_view()
         e.start_fenced()

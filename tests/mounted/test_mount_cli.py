@@ -2,9 +2,7 @@
 bad options and devices, and unmount ending the daemon.
 
 Volumes are made by `scoutfs mkfs -A` on image files; the mounts run the real stack
-(fs.super.Mount) unless ``SCOUTFS_TEST_FAKE_MOUNT=1`` selects the in-memory stand-in
-(fs.testing.fakemount); `test_fake_mount_smoke` always exercises the stand-in.  Every
-fixture unmounts and kills what it started even when a test fails.
+(fs.super.Mount).  Every fixture unmounts and kills what it started even when a test fails.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ from pathlib import Path
 import pytest
 
 from conftest import (
-    FAKE,
     PY,
     REPO,
     Env,
@@ -240,8 +237,6 @@ def test_umount_ends_daemon(mounted):
 
 
 def test_remount_sees_committed_data(env):
-    if FAKE:
-        pytest.skip("the in-memory stand-in keeps nothing")
     meta, data = env.mkfs("vol")
     mnt = env.root / "mnt"
     assert env.mount(meta, data, mnt).returncode == 0
@@ -285,6 +280,16 @@ def test_killed_mount_command_leaves_no_daemon(env):
     assert not is_mounted(mnt)
 
 
+def test_daemon_speaks_fuse_itself(mounted):
+    """The daemon serves /dev/fuse through fs.fuse: pyfuse3 and libfuse are not loaded."""
+    env, mnt, _m, _d = mounted
+    pid = daemon_pid(env, mnt)
+    maps = Path(f"/proc/{pid}/maps").read_text()
+    assert "pyfuse3" not in maps and "libfuse" not in maps
+    fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    assert fds.count("/dev/fuse") == 1
+
+
 def test_mount_helper(env):
     meta, data = env.mkfs("vol")
     mnt = env.root / "mnt"
@@ -298,23 +303,6 @@ def test_mount_helper(env):
     assert p.returncode == 0, p.stderr
     assert is_mounted(mnt)
     assert os.stat(mnt).st_ino == 1
-
-
-def test_fake_mount_smoke(root_dir):
-    tmp_path = root_dir
-    e = Env(tmp_path, fake=True)
-    try:
-        meta, data = e.mkfs("vol")
-        mnt = tmp_path / "mnt"
-        assert e.mount(meta, data, mnt).returncode == 0
-        (mnt / "f").write_text("abc")
-        assert (mnt / "f").read_text() == "abc"
-        assert e.scoutfs("stat", "-s", "data_version", mnt / "f", check=True).stdout == "1\n"
-        pid = daemon_pid(e, mnt)
-        subprocess.run(["umount", str(mnt)], check=True, timeout=30)
-        assert wait_gone(pid)
-    finally:
-        e.cleanup()
 
 
 # --------------------------------------------------------------------------- refusals

@@ -1,12 +1,8 @@
 #
 # setxattr XATTR_CREATE and XATTR_REPLACE: create fails on an existing
 # name (EEXIST), replace fails on a missing one (ENODATA), a plain set
-# creates or replaces.
-#
-# Not tested: XATTR_CREATE|XATTR_REPLACE together is EINVAL in the kernel
-# scoutfs, but pyfuse3 doesn't pass setxattr flags through to the
-# filesystem (it emulates CREATE and REPLACE with a getxattr check), so a
-# FUSE filesystem can't see both flags and can't return EINVAL.
+# creates or replaces, and both flags together are EINVAL whether the
+# name exists or not.
 #
 umask 022
 
@@ -68,6 +64,11 @@ dumb_setxattr -p "$FILE" -n scoutfs.hide.h -v 2 -c
 dumb_setxattr -p "$FILE" -n scoutfs.hide.h -v 3 -r
 getfattr --absolute-names --only-values -n scoutfs.hide.h "$FILE"; echo
 getfattr --absolute-names --only-values -n trusted.t "$FILE"; echo
+
+echo "== create and replace together are invalid"
+dumb_setxattr -p "$FILE" -n user.a -v six -c -r
+dumb_setxattr -p "$FILE" -n user.new -v six -c -r
+getfattr --absolute-names --only-values -n user.a "$FILE"; echo
 
 echo "== values seen after remount"
 t_umount 0

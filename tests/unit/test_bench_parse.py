@@ -89,3 +89,22 @@ def test_rss_check_line(bench):
     assert line.endswith("ok")
     ok, line = bench.rss_check_line(peak=12 * MiB + 1, idle=8 * MiB, cfg=cfg)
     assert not ok and line.endswith("OVER")
+
+
+def test_protocol_target_and_table(bench):
+    assert bench.parse_args([]).protocol  # all targets by default
+    c = bench.parse_args(["--only", "protocol", "--quick"])
+    assert c.protocol and c.only == () and c.cluster == ()
+    assert bench.build_rows({}, c) == []  # no scoutfs/minimal/ext4 table
+    assert not bench.parse_args(["--only", "minimal"]).protocol
+    presults = {
+        "create": {"pyfuse3": [1000.0, 3000.0, 2000.0], "fuse": [3000.0]},
+        "seq_read": {"pyfuse3": [500.0]},
+    }
+    rows = {r[0]: r for r in bench.build_protocol_rows(presults, c)}
+    assert list(rows) == ["create 1,000 empty files", "lstat them", "unlink them",
+                          "seq write 32 MiB, bs=1M, fsync", "seq read 32 MiB after drop_caches"]
+    assert rows["create 1,000 empty files"][1:] == ["ops/s", "2,000", "3,000", "1.50"]
+    assert rows["seq read 32 MiB after drop_caches"][2:] == ["500", "—", "—"]
+    assert len(bench.PROTOCOL_HEADERS) == 5
+    assert "fuse/pyfuse3" in bench.format_protocol_table(presults, c)

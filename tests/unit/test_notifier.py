@@ -6,36 +6,45 @@ from __future__ import annotations
 
 import threading
 
-import pyfuse3
 import pytest
 import trio
 
 from fs import vfs
 
 
-@pytest.fixture
-def kernel(monkeypatch):
+class FakeSession:
     """A fake kernel: page invalidations of inode 7 block until `release` is set."""
-    sent: list[tuple] = []
-    release = threading.Event()
 
-    def invalidate_inode(ino: int, attr_only: bool = False) -> None:
+    def __init__(self) -> None:
+        self.sent: list[tuple] = []
+        self.release = threading.Event()
+
+    def notify_inval_inode(self, ino: int, attr_only: bool) -> None:
         if ino == 7 and not attr_only:
-            release.wait(10)
-        sent.append(("inode", ino, attr_only))
+            self.release.wait(10)
+        self.sent.append(("inode", ino, attr_only))
 
-    def invalidate_entry(parent: int, name: bytes, deleted: int = 0) -> None:
-        sent.append(("entry", parent, name))
+    def notify_inval_entry(self, parent: int, name: bytes) -> None:
+        self.sent.append(("entry", parent, name))
 
-    monkeypatch.setattr(pyfuse3, "invalidate_inode", invalidate_inode)
-    monkeypatch.setattr(pyfuse3, "invalidate_entry", invalidate_entry)
-    return sent, release
+    def notify_delete(self, parent: int, child: int, name: bytes) -> None:
+        self.sent.append(("delete", parent, child, name))
 
 
 @pytest.fixture
-def notifier():
+def session():
+    return FakeSession()
+
+
+@pytest.fixture
+def kernel(session):
+    return session.sent, session.release
+
+
+@pytest.fixture
+def notifier(session):
     n = vfs.Notifier()
-    n.start()
+    n.start(session)
     yield n
     n.stop()
 

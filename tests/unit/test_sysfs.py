@@ -456,15 +456,14 @@ def test_where_maps_view_paths_to_trees():
 def test_view_operations_without_fuse(run_dir):
     """lookup/getattr/open/read/write/forget of sysview.ops against an in-process daemon
     (no kernel involved: the handlers are called directly)."""
-    import pyfuse3
-
+    from fs import fuse
     from sysview.ops import SysfsOperations
 
     m = FakeMount()
     ident = sysfs.ident(FSID, RID)
 
     async def lookup_path(ops, *names):
-        ino = pyfuse3.ROOT_INODE
+        ino = fuse.ROOT_INODE
         for n in names:
             ino = (await ops.lookup(ino, n.encode())).st_ino
         return ino
@@ -473,7 +472,7 @@ def test_view_operations_without_fuse(run_dir):
         async with trio.open_nursery() as nursery:
             await _serve(nursery, m, run_dir, "0:95")
             ops = SysfsOperations(Backend(run_dir, timeout=5))
-            with pytest.raises(pyfuse3.FUSEError) as e:
+            with pytest.raises(fuse.FUSEError) as e:
                 await lookup_path(ops, "fs", "scoutfs", "f.000000.r.000000")
             assert e.value.errno == errno.ENOENT
             rid_ino = await lookup_path(ops, "fs", "scoutfs", ident, "rid")
@@ -486,7 +485,7 @@ def test_view_operations_without_fuse(run_dir):
             assert await ops.read(fi.fh, 5, 4096) == f"{RID:016x}\n"[5:].encode()
             assert await ops.read(fi.fh, 17, 4096) == b""
             await ops.release(fi.fh)
-            with pytest.raises(pyfuse3.FUSEError) as e:
+            with pytest.raises(fuse.FUSEError) as e:
                 await ops.open(rid_ino, os.O_WRONLY, None)
             assert e.value.errno == errno.EACCES
 
@@ -494,7 +493,7 @@ def test_view_operations_without_fuse(run_dir):
                                       "statfs_lock_purge")
             fi = await ops.open(t_ino, os.O_WRONLY | os.O_TRUNC, None)
             assert await ops.write(fi.fh, 0, b"1\n") == 2
-            with pytest.raises(pyfuse3.FUSEError) as e:
+            with pytest.raises(fuse.FUSEError) as e:
                 await ops.write(fi.fh, 0, b"x\n")
             assert e.value.errno == errno.EINVAL
             await ops.release(fi.fh)
@@ -502,10 +501,39 @@ def test_view_operations_without_fuse(run_dir):
 
             # the same path keeps its inode; forgetting every lookup drops it
             assert await lookup_path(ops, "fs", "scoutfs", ident, "rid") == rid_ino
-            await ops.forget([(rid_ino, 2)])
-            with pytest.raises(pyfuse3.FUSEError):
+            ops.forget([(rid_ino, 2)])
+            with pytest.raises(fuse.FUSEError):
                 await ops.getattr(rid_ino)
             assert await lookup_path(ops, "fs", "scoutfs", ident, "rid") != rid_ino
             nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_view_readdir_counts_lookups_only_for_readdirplus(run_dir):
+    """A READDIRPLUS entry gives the kernel a lookup of its inode (kept until forgotten); a
+    plain READDIR entry does not, so no inode is kept for it."""
+    from fs import fuse
+    from sysview.ops import SysfsOperations
+
+    async def main():
+        ops = SysfsOperations(Backend(run_dir, timeout=5))
+        fh = await ops.opendir(fuse.ROOT_INODE, None)
+        token = fuse.ReaddirToken(4096, plus=False)
+        await ops.readdir(fh, 0, token)
+        assert len(token.parts) == 2  # fs, kernel
+        assert set(ops.nodes) == {fuse.ROOT_INODE} and ops.by_path == {(): fuse.ROOT_INODE}
+        token = fuse.ReaddirToken(4096, plus=True)
+        await ops.readdir(fh, 0, token)
+        assert len(token.parts) == 2
+        kept = {ops.nodes[ino].path: ops.nodes[ino].nlookup for ino in ops.nodes}
+        assert kept == {(): 1, ("fs",): 1, ("kernel",): 1}
+        ops.forget([(ops.by_path[("fs",)], 1), (ops.by_path[("kernel",)], 1)])
+        assert set(ops.nodes) == {fuse.ROOT_INODE}
+        # a reply too small for the second entry keeps no inode for it
+        token = fuse.ReaddirToken(len(token.parts[0]), plus=True)
+        await ops.readdir(fh, 0, token)
+        assert [n.path for n in ops.nodes.values()] == [(), ("fs",)]
+        await ops.releasedir(fh)
 
     trio.run(main)
