@@ -20,6 +20,26 @@ of our own mount from the trio thread: that is a FUSE request to ourselves (dead
 The ``sysfs_list``/``sysfs_read``/``sysfs_write`` ops serve the sysfs/debugfs view
 (fs/sysfs.py builds the trees; sysview/ is the FUSE program that forwards to them).
 
+The socket is 0666: any user may connect, so every op checks what upstream's ioctl checks
+and nothing a user does may stop the mount (see "Limits" below):
+
+* an op about a file acts on the fd the caller opened and passed, as an ioctl acts on its
+  fd (`Request.inode`: the fd must be on this mount and not O_PATH, which needs no
+  permission on the file); an inode number in the arguments is for root only and is
+  range-checked (`parse_ino`) before anything takes a lock;
+* a mount-wide op (statfs_more, alloc_detail, sync) needs an fd on the mount, or root;
+* privileged ops (sysfs_write, force_unmount) need root; the debug tree (upstream's
+  debugfs, root's alone) is root's for reading too.
+
+Limits (`ControlServer`): connections per uid (root excepted) and in total, the total also
+kept below what the daemon's RLIMIT_NOFILE leaves after `FD_RESERVE` (each connection may
+hold its socket and `MAX_FDS` passed fds), with `root_reserved` of them kept for root (the
+umount helper's force_unmount must get through); an excess connection is answered EAGAIN
+and closed at once.  A request is at most `MAX_REQUEST` bytes (read in bounded chunks: a
+longer one closes the connection) and must arrive complete within `idle_timeout` of the
+last one (a reply must be taken within it too).  accept() failing (EMFILE...) is logged and
+retried, never fatal.  Everything a client can make us log is rate limited.
+
 The client side (`call`) is used by the CLI.
 """
 
@@ -31,9 +51,11 @@ import fcntl
 import json
 import logging
 import os
+import resource
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,8 +66,18 @@ from fs.errors import FsError
 
 log = logging.getLogger(__name__)
 
-MAX_MSG = 1 << 20
-MAX_FDS = 4
+MAX_MSG = 1 << 20  # the client's receive size
+MAX_FDS = 4  # fds one request may pass
+MAX_REQUEST = 1 << 20  # bytes of one request line
+RECV_CHUNK = 1 << 16
+MAX_CONNS_TOTAL = 64
+MAX_CONNS_PER_UID = 16  # of each uid but root's
+ROOT_RESERVED = 8  # of the total, only root may use
+FD_RESERVE = 128  # fds of RLIMIT_NOFILE left to the rest of the daemon
+IDLE_TIMEOUT_S = 30.0
+ACCEPT_RETRY_S = 0.1  # after accept() failed (EMFILE, ENFILE, ENOBUFS, ...)
+LOG_EVERY_S = 10.0  # at most one line of a kind per this many seconds
+INO_LIMIT = 1 << 64  # inode numbers are u64, and 0 is none
 
 
 def run_dir() -> str:
@@ -164,8 +196,11 @@ class Request:
 
     def inode(self, i: int = 0) -> int:
         """Our inode number of the i-th passed fd; ENOTTY if the fd is not on this mount
-        (an ioctl on a file of another filesystem is ENOTTY)."""
+        (an ioctl on a file of another filesystem is ENOTTY), EBADF for an O_PATH fd (as
+        ioctl(2) answers: opening one needs no permission on the file itself)."""
         info = fdinfo(self.fd(i))
+        if int(info.get("flags", "0"), 8) & os.O_PATH:
+            raise FsError(errno.EBADF)
         mnt_id = int(info.get("mnt_id", "-1"))
         srv = self.server
         if srv is not None and mnt_id != srv.mnt_id:
@@ -176,20 +211,41 @@ class Request:
         return int(info["ino"])
 
     def target_ino(self) -> int:
-        """The inode the request is about: the passed fd's, else the "ino" argument."""
+        """The inode the request is about: the passed fd's (the caller opened it, so may
+        see it); else, for root only (EPERM), the "ino" argument (`parse_ino`)."""
         if self.fds:
             return self.inode(0)
-        try:
-            return int(self.args["ino"])
-        except (KeyError, TypeError, ValueError):
-            raise FsError(errno.EINVAL) from None
+        if self.uid != 0:
+            raise FsError(errno.EPERM)
+        return parse_ino(self.args.get("ino"))
+
+    def check_mount_fd(self) -> None:
+        """A mount-wide op: the caller passes an fd on the mount (as the ioctl is made on
+        one), unless root; EBADF (no fd), ENOTTY (another fs) otherwise."""
+        if self.fds:
+            self.inode(0)
+        elif self.uid != 0:
+            raise FsError(errno.EBADF)
+
+
+def parse_ino(v: Any) -> int:
+    """An inode number from a request: an integer (not a bool, string or float) in
+    0 < ino < 2^64, else EINVAL.  Checked before any lock is taken on it."""
+    if type(v) is not int or not 0 < v < INO_LIMIT:
+        raise FsError(errno.EINVAL)
+    return v
 
 
 async def _close_fds(fds: list[int]) -> None:
     """Close passed fds from a worker thread: close() of a file on our own mount sends a
-    FLUSH request to this daemon and waits for it, so on the trio thread it deadlocks."""
+    FLUSH request to this daemon and waits for it, so on the trio thread it deadlocks.
+
+    A thread of its own (not trio's shared limiter): the close of a file on a FUSE mount
+    whose daemon never answers (a user can make one) hangs, and must not stall the
+    threads the mount works with; the connection waits, holding one of its uid's slots."""
     if fds:
-        await trio.to_thread.run_sync(_close_all, list(fds))
+        await trio.to_thread.run_sync(_close_all, list(fds), limiter=trio.CapacityLimiter(1),
+                                      abandon_on_cancel=True)
 
 
 def _close_all(fds: list[int]) -> None:
@@ -200,7 +256,47 @@ def _close_all(fds: list[int]) -> None:
             pass
 
 
+def _passed_fds(anc: list) -> list[int]:
+    out: list[int] = []
+    for level, typ, cdata in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            a = array.array("i")
+            a.frombytes(cdata[:len(cdata) - len(cdata) % 4])
+            out.extend(a)
+    return out
+
+
+class _RateLimitedLog:
+    """At most one line of each kind per `every` seconds; the next one says how many were
+    left out meanwhile."""
+
+    def __init__(self, every: float = LOG_EVERY_S) -> None:
+        self.every = every
+        self._last: dict[Any, float] = {}
+        self._skipped: dict[Any, int] = {}
+
+    def __call__(self, kind: Any, level: int, msg: str, *args: Any,
+                 exc_info: bool = False) -> None:
+        now = time.monotonic()
+        last = self._last.get(kind)
+        if last is not None and now - last < self.every:
+            self._skipped[kind] = self._skipped.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        skipped = self._skipped.pop(kind, 0)
+        if skipped:
+            msg += " (and %d more like it)"
+            args += (skipped,)
+        log.log(level, msg, *args, exc_info=exc_info)
+
+
 class ControlServer:
+    # the limits (see the module doc); attributes, so a test may set others
+    max_total = MAX_CONNS_TOTAL
+    max_per_uid = MAX_CONNS_PER_UID
+    root_reserved = ROOT_RESERVED
+    idle_timeout = IDLE_TIMEOUT_S
+
     def __init__(self, mount: Any, major: int, minor: int, mnt_id: int = -1,
                  path: str | None = None):
         self.mount = mount
@@ -208,6 +304,9 @@ class ControlServer:
         self.path = path or socket_path(major, minor)
         self.sock: trio.socket.SocketType | None = None
         self._bound: SocketIdentity | None = None
+        self._conns: dict[int, int] = {}  # uid -> open connections
+        self._total = 0
+        self._ratelog = _RateLimitedLog()
 
     def bind(self) -> None:
         """Create and listen on the socket (synchronously, before readiness is reported)."""
@@ -247,51 +346,141 @@ class ControlServer:
             while (sock := self.sock) is not None:
                 try:
                     conn, _ = await sock.accept()
-                except (trio.ClosedResourceError, OSError):
+                except trio.ClosedResourceError:
+                    return
+                except OSError as e:
                     if self.sock is None:
                         return
-                    raise
-                nursery.start_soon(self._conn, conn)
+                    # out of fds (EMFILE, ENFILE) or memory: the connection waits in the
+                    # backlog; the mount serves on
+                    self._ratelog("accept", logging.WARNING,
+                                  "control socket accept failed: %s; retrying", e)
+                    await trio.sleep(ACCEPT_RETRY_S)
+                    continue
+                self._admit(conn, nursery)
 
-    async def _conn(self, conn) -> None:
-        with conn:
-            try:
-                creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                        struct.calcsize("3i"))
-                pid, uid, gid = struct.unpack("3i", creds)
-                buf = b""
-                fds: list[int] = []
-                while True:
-                    data, anc, _flags, _ = await conn.recvmsg(
-                        MAX_MSG, socket.CMSG_SPACE(MAX_FDS * 4))
-                    for level, typ, cdata in anc:
-                        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
-                            a = array.array("i")
-                            a.frombytes(cdata[:len(cdata) - len(cdata) % 4])
-                            fds.extend(a)
-                    if not data:
-                        break
-                    buf += data
-                    while b"\n" in buf:
-                        line, buf = buf.split(b"\n", 1)
-                        reply = await self._handle(line, pid, uid, gid, fds)
-                        await _close_fds(fds)
-                        fds = []
-                        out = json.dumps(reply).encode() + b"\n"
-                        while out:
-                            out = out[await conn.send(out):]
-                await _close_fds(fds)
-            except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+    def peer_creds(self, conn) -> tuple[int, int, int]:
+        """(pid, uid, gid) of the peer, from SO_PEERCRED."""
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        pid, uid, gid = struct.unpack("3i", creds)
+        return pid, uid, gid
+
+    def total_limit(self) -> int:
+        """`max_total`, or fewer if the fd limit is lower: each connection may hold its
+        socket and MAX_FDS passed fds, and FD_RESERVE fds stay for the rest of the mount."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_total
+        return max(1, min(self.max_total, (soft - FD_RESERVE) // (1 + MAX_FDS)))
+
+    def _refusal(self, uid: int) -> str | None:
+        """Why a new connection of `uid` is refused, or None if it may have one."""
+        total = self.total_limit()
+        if uid == 0:
+            if self._total >= total:
+                return f"{self._total} connections open (limit {total})"
+            return None
+        if self._conns.get(uid, 0) >= self.max_per_uid:
+            return f"{self._conns[uid]} connections of that uid open (limit {self.max_per_uid})"
+        users = self._total - self._conns.get(0, 0)
+        users_limit = total - min(self.root_reserved, max(1, total // 2))
+        if users >= users_limit:
+            return f"{users} connections of users open (limit {users_limit})"
+        return None
+
+    def _admit(self, conn, nursery) -> None:
+        try:
+            pid, uid, gid = self.peer_creds(conn)
+        except OSError:
+            conn.close()
+            return
+        why = self._refusal(uid)
+        if why is not None:
+            self._ratelog("refuse", logging.WARNING,
+                          "refusing a control connection of uid %d pid %d: %s", uid, pid, why)
+            try:  # best effort, never waits: a fresh connection's buffer has room
+                os.write(conn.fileno(), b'{"errno": %d}\n' % errno.EAGAIN)
+            except OSError:
                 pass
-            except Exception:  # a bad client must never take the daemon down
-                log.exception("control connection failed")
+            conn.close()
+            return
+        self._conns[uid] = self._conns.get(uid, 0) + 1
+        self._total += 1
+        nursery.start_soon(self._conn, conn, pid, uid, gid)
+
+    def _release(self, uid: int) -> None:
+        self._total -= 1
+        self._conns[uid] -= 1
+        if not self._conns[uid]:
+            del self._conns[uid]
+
+    async def _conn(self, conn, pid: int, uid: int, gid: int) -> None:
+        fds: list[int] = []
+        try:
+            with conn:
+                try:
+                    buf = bytearray()
+                    while True:
+                        line = await self._next_request(conn, buf, fds, uid)
+                        if line is None:
+                            return
+                        reply = await self._handle(line, pid, uid, gid, fds)
+                        held, fds = fds, []
+                        await _close_fds(held)
+                        out = json.dumps(reply).encode() + b"\n"
+                        with trio.move_on_after(self.idle_timeout):
+                            while out:
+                                out = out[await conn.send(out):]
+                        if out:
+                            return  # the client does not take its reply
+                except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                except Exception:  # a bad client must never take the daemon down
+                    self._ratelog("conn", logging.ERROR, "control connection failed",
+                                  exc_info=True)
+                finally:
+                    await _close_fds(fds)
+        finally:
+            self._release(uid)
+
+    async def _next_request(self, conn, buf: bytearray, fds: list[int],
+                            uid: int) -> bytes | None:
+        """The next request line (taken out of `buf`; passed fds added to `fds`), or None
+        when the connection is to be closed: end of stream, idle for `idle_timeout`, a
+        request over MAX_REQUEST bytes or passing over MAX_FDS fds."""
+        seen = 0  # buf[:seen] holds no newline
+        with trio.move_on_after(self.idle_timeout):
+            while True:
+                i = buf.find(b"\n", seen)
+                if 0 <= i <= MAX_REQUEST:
+                    line = bytes(buf[:i])
+                    del buf[:i + 1]
+                    return line
+                if i > MAX_REQUEST or len(buf) > MAX_REQUEST:
+                    self._ratelog("big", logging.WARNING, "control request of uid %d over "
+                                  "%d bytes: connection closed", uid, MAX_REQUEST)
+                    return None
+                seen = len(buf)
+                data, anc, flags, _ = await conn.recvmsg(
+                    RECV_CHUNK, socket.CMSG_SPACE(MAX_FDS * 4), socket.MSG_CMSG_CLOEXEC)
+                fds.extend(_passed_fds(anc))
+                if flags & socket.MSG_CTRUNC or len(fds) > MAX_FDS:
+                    self._ratelog("fds", logging.WARNING, "control request of uid %d passes "
+                                  "over %d fds: connection closed", uid, MAX_FDS)
+                    return None
+                if not data:
+                    return None
+                buf += data
+        return None  # idle
 
     async def _handle(self, line: bytes, pid: int, uid: int, gid: int,
                       fds: list[int]) -> dict:
         try:
             args = json.loads(line)
-            name = args["op"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, RecursionError):
+            return {"errno": errno.EINVAL}
+        name = args.get("op") if isinstance(args, dict) else None
+        if not isinstance(name, str):
             return {"errno": errno.EINVAL}
         fn = OPS.get(name)
         if fn is None:
@@ -304,7 +493,8 @@ class ControlServer:
         except OSError as e:
             return {"errno": e.errno or errno.EIO}
         except Exception:
-            log.exception("control op %s failed", name)
+            self._ratelog(("op", name), logging.ERROR, "control op %s failed", name,
+                          exc_info=True)
             return {"errno": errno.EIO}
         out = dict(out or {})
         out.setdefault("errno", 0)
@@ -342,8 +532,7 @@ def _committed_seq(mount: Any, st: dict) -> int:
 
 @op("statfs_more")
 async def _statfs_more(srv: ControlServer, req: Request) -> dict:
-    if req.fds:
-        req.inode(0)  # ENOTTY unless the fd is on this mount
+    req.check_mount_fd()
     m = srv.mount
     st = await _statfs_dict(m)
     return {"fsid": m.fsid, "rid": m.rid, "committed_seq": _committed_seq(m, st),
@@ -356,8 +545,7 @@ async def _statfs_more(srv: ControlServer, req: Request) -> dict:
 
 @op("alloc_detail")
 async def _alloc_detail(srv: ControlServer, req: Request) -> dict:
-    if req.fds:
-        req.inode(0)
+    req.check_mount_fd()
     st = await _statfs_dict(srv.mount)
     return {"allocators": [
         {"meta": True, "blocks": int(st.get("free_meta_blocks", 0))},
@@ -373,6 +561,8 @@ def _split_ts(v: Any) -> tuple[int, int]:
 
 @op("stat_more")
 async def _stat_more(srv: ControlServer, req: Request) -> dict:
+    """Upstream's STAT_MORE ioctl: of the file the caller opened and passed (root may name
+    an inode number instead)."""
     ino = req.target_ino()
     fs = srv.mount.fs
     a = await fs.getattr(ino)
@@ -392,8 +582,7 @@ async def _stat_more(srv: ControlServer, req: Request) -> dict:
 
 @op("sync")
 async def _sync(srv: ControlServer, req: Request) -> dict:
-    if req.fds:
-        req.inode(0)
+    req.check_mount_fd()
     await srv.mount.sync()
     return {}
 
@@ -405,13 +594,18 @@ async def _ping(srv: ControlServer, req: Request) -> dict:
 
 # sysfs/debugfs view (fs/sysfs.py; served as files by sysview/).  Arguments: "tree" ("sys" or
 # "debug") and "path" relative to the mount's ident dir ("" is the dir itself).  These only
-# read memory (and stat the data device): they never touch a path on our own mount.
+# read memory (and stat the data device): they never touch a path on our own mount.  The
+# debug tree is root's alone (debugfs is): listing, reading and writing it.  The view asks
+# as root (it runs as root, mounted with allow_other and default_permissions): there the
+# kernel keeps other users out by the debug tree's modes (0700 dirs, 0600/0400 files).
 
 
 def _sysfs_args(req: Request) -> tuple[str, str]:
     tree, path = req.args.get("tree"), req.args.get("path", "")
     if not isinstance(tree, str) or not isinstance(path, str):
         raise FsError(errno.EINVAL)
+    if tree == "debug" and req.uid != 0:
+        raise FsError(errno.EACCES)
     return tree, path
 
 
@@ -477,10 +671,16 @@ def call(st_dev: int, request: dict, fds: list[int] | None = None,
         anc = []
         if fds:
             anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-        s.sendmsg([data], anc)
+        try:
+            s.sendmsg([data], anc)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # a refused connection: its EAGAIN answer may still be there to read
         buf = b""
         while b"\n" not in buf:
-            chunk = s.recv(MAX_MSG)
+            try:
+                chunk = s.recv(MAX_MSG)
+            except ConnectionResetError:
+                chunk = b""
             if not chunk:
                 raise ControlError(errno.EIO)
             buf += chunk

@@ -265,8 +265,7 @@ def _redirect_std(path: str | None) -> None:
         os.dup2(null, 1)
         os.dup2(null, 2)
     else:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = _open_log(path)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -323,8 +322,22 @@ def _describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _open_log(path: str) -> int:
+    """Open (append) a log file, private to root: the log tells what other users did and
+    what the mount holds.  The file is made 0600 (also one an older daemon left 0644); a
+    dir we create for it is 0700, and so is made the run dir's own log dir."""
+    d = os.path.dirname(path)
+    if d and not os.path.isdir(d):
+        os.makedirs(d, mode=0o700, exist_ok=True)
+    elif d and os.path.realpath(d) == os.path.realpath(os.path.join(run_dir(), "log")):
+        os.chmod(d, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
 def _add_file_handler(path: str) -> logging.Handler:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    os.close(_open_log(path))  # FileHandler would create it 0666 & ~umask
     h = logging.FileHandler(path)
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(h)

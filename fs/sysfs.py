@@ -16,6 +16,12 @@ each through ``getattr`` with a default so that a missing one simply leaves its 
 (``fence_requests``, ``answer_fence(rid, fenced=, error=)``, ``lock_server.dump_text()``,
 ``lock_server.stats_text()``), ``triggers`` and ``locks.dump_text()``.
 
+Modes: the sys tree has sysfs's (dirs 0755, files 0444, or 0644 with a store); the debug
+tree is root's alone, as debugfs is (``/sys/kernel/debug`` is 0700): its dirs list as 0700
+and its files 0400 (0600 with a store).  The view serves these modes with
+default_permissions, so the kernel keeps other users out; the control ops refuse the debug
+tree to any uid but root as well (fs/control.py).
+
 Concurrency: runs on the daemon's trio thread.  Building, listing and reading are
 synchronous and touch only memory and ``os.stat`` of the data device (never a path on our
 own FUSE mount: that would be a request to ourselves, a deadlock); they are atomic with
@@ -47,6 +53,7 @@ DEBUG_PREFIX = ("kernel", "debug", "scoutfs")
 DIR_MODE = 0o755
 RO_MODE = 0o444
 RW_MODE = 0o644
+DEBUG_MODE_MASK = 0o700  # the debug tree's modes: the owner's (root's) bits only
 
 # mount_options/ (cli-and-harness.md §2.6): these may be written ...
 OPTIONS_RW = (
@@ -336,8 +343,9 @@ def resolve(mount: Any, tree: str, path: str) -> Node:
     return node
 
 
-def _entry(name: str, node: Node) -> Entry:
-    return Entry(name, isinstance(node, Dir), node.mode)
+def _entry(tree: str, name: str, node: Node) -> Entry:
+    mode = node.mode & DEBUG_MODE_MASK if tree == TREE_DEBUG else node.mode
+    return Entry(name, isinstance(node, Dir), mode)
 
 
 def list_dir(mount: Any, tree: str, path: str, name: str | None = None) -> list[Entry]:
@@ -350,8 +358,8 @@ def list_dir(mount: Any, tree: str, path: str, name: str | None = None) -> list[
     if name is not None:
         if name not in kids:
             raise FsError(errno.ENOENT)
-        return [_entry(name, kids[name])]
-    return [_entry(n, kids[n]) for n in sorted(kids)]
+        return [_entry(tree, name, kids[name])]
+    return [_entry(tree, n, kids[n]) for n in sorted(kids)]
 
 
 def read(mount: Any, tree: str, path: str) -> str:

@@ -24,7 +24,6 @@ from harness.cluster import (
     DEFAULT_NR_MOUNTS,
     ClusterConfig,
     ClusterError,
-    fake_mode,
     scoutfs_cmd,
     teardown_instructions,
 )
@@ -198,7 +197,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a("--no-loop", action="store_true", help="use the image files directly, without loop devices")
     a("--list", action="store_true", help="print the selected tests and exit")
-    a("--fake-cluster", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -276,9 +274,7 @@ def final_fsck(engine: Engine) -> str | None:
     if run_cmd([cmd, "fsck", "--help"], engine.results.log, timeout=30).returncode != 0:
         engine.results.log("scoutfs fsck not available, skipping the final fsck")
         return None
-    for i in range(c.n):
-        if c.is_mounted(i) and not c.umount(i):
-            c.force_umount(i)
+    c.umount_all()  # together: quorum members wait for each other to leave
     p = run_cmd([cmd, "fsck", c.meta_device, c.data_device], engine.results.log, timeout=1800)
     if p.returncode != 0:
         (engine.results.root / "fsck.log").write_text(p.stdout + p.stderr)
@@ -286,7 +282,13 @@ def final_fsck(engine: Engine) -> str | None:
     return None
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, fake_cluster: bool = False) -> int:
+    """Run the command line ``argv``; returns the exit status.
+
+    ``fake_cluster`` (Python only, for the harness's unit tests) runs on a
+    ``ClusterConfig(fake=True)`` cluster of plain directories; no option or environment
+    variable selects it.
+    """
     args = build_parser().parse_args(argv)
     if args.help:
         build_parser().print_help()
@@ -347,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     abort = args.abort or args.loops > 1
-    fake = args.fake_cluster or fake_mode()
-    if os.geteuid() != 0 and not fake:
+    if os.geteuid() != 0 and not fake_cluster:
         return die("must run as root (loop devices, mount)")
     ccfg = ClusterConfig(
         results=results,
@@ -362,26 +363,30 @@ def main(argv: list[str] | None = None) -> int:
         ex_data_dev=Path(args.ex_data_dev) if args.ex_data_dev else None,
         mkfs=args.mkfs or not args.meta_dev,
         mnt_root=Path(args.mnt_root) if args.mnt_root else None,
-        fake=fake,
+        fake=fake_cluster,
         use_loops=not args.no_loop,
     )
+    console = console_fd()  # closed after the run (main may be called in-process)
     cfg = RunConfig(
         tests_dir=tests_dir,
         results=results,
         cluster=ccfg,
         timeout=args.timeout or None,
         junit=Path(args.junit).resolve() if args.junit else None,
-        console_fd=console_fd(),
+        console_fd=console,
     )
-    return run(
-        cfg,
-        names,
-        abort=abort,
-        prepare=args.prepare,
-        loops=max(1, args.loops),
-        seed=seed,
-        shard=args.shard,
-    )
+    try:
+        return run(
+            cfg,
+            names,
+            abort=abort,
+            prepare=args.prepare,
+            loops=max(1, args.loops),
+            seed=seed,
+            shard=args.shard,
+        )
+    finally:
+        os.close(console)
 
 
 def run(

@@ -10,8 +10,9 @@ mount and stopped after the last unmount: the sysfs view (``scoutfs-sysfsd``, a 
 (``scoutfs-fenced``, logging to ``fenced.log``).  Both are recorded for ``--cleanup`` (the
 view's mount lies under the run dir, which cleanup unmounts; both pids are in extra_pids).
 
-Fake mode (``HARNESS_FAKE_CLUSTER=1`` or ``fake=True``) makes mounts plain directories and runs
-no mkfs/mount, so the engine can be developed and tested without a working filesystem.
+``ClusterConfig(fake=True)`` makes mounts plain directories and runs no mkfs/mount, so the
+harness's own unit tests can drive the engine without root or FUSE.  It is a Python-only test
+double: no command-line option or environment variable selects it.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ DEFAULT_NR_MOUNTS = 3
 
 REPO = Path(__file__).resolve().parent.parent
 RUN_DIR_BASE = Path("/run/scoutfs")
+HELPERS = ("/sbin/mount.scoutfs", "/sbin/umount.fuse.scoutfs")
+"""The bootstrap's wrappers: they run ``$SCOUTFS_CHECKOUT``'s helpers (see process_env)."""
 
 ERROR_RE = re.compile(r"\b(ERROR|CRITICAL)\b|Traceback \(most recent call last\)")
 """Daemon log lines that fail a test unless an expected-message filter drops them."""
@@ -56,10 +59,6 @@ EXPECTED_LOG_MESSAGES = [
     r"recovery time",
     r"quorum",
 ]
-
-
-def fake_mode() -> bool:
-    return os.environ.get("HARNESS_FAKE_CLUSTER", "") not in ("", "0")
 
 
 def scoutfs_cmd() -> str:
@@ -89,7 +88,7 @@ class ClusterConfig:
     ex_data_dev: Path | None = None  # -e
     mkfs: bool = True  # always when images are created
     mnt_root: Path | None = None
-    fake: bool = False
+    fake: bool = False  # plain-directory mounts, for the harness's unit tests (Python only)
     use_loops: bool = True
     mount_timeout: float = 120.0
 
@@ -104,7 +103,7 @@ class Cluster:
     def __init__(self, cfg: ClusterConfig, log: Log):
         self.cfg = cfg
         self.log = log
-        self.fake = cfg.fake or fake_mode()
+        self.fake = cfg.fake
         self.n = cfg.nr_mounts
         self.q = cfg.quorum if cfg.quorum is not None else min(self.n, 3)
         self.record = CleanupRecord(cfg.results / "cleanup.json")
@@ -144,8 +143,13 @@ class Cluster:
         return self.run_dir / "sys"
 
     def process_env(self) -> dict[str, str]:
-        """Variables every process of this run (tests, mount helpers, CLI) gets."""
+        """Variables every process of this run (tests, mount helpers, CLI) gets.
+
+        ``SCOUTFS_CHECKOUT`` makes /sbin/mount.scoutfs and /sbin/umount.fuse.scoutfs (the
+        bootstrap's wrappers, shared by every checkout on the host) run this checkout's
+        helpers, whoever installed them."""
         return {
+            "SCOUTFS_CHECKOUT": str(REPO),
             "SCOUTFS_RUN_DIR": str(self.run_dir),
             "SCOUTFS_SYSFS_ROOT": str(self.sysfs_root),
             "SCOUTFS_FENCED_CONFIG_FILE": str(self.cfg.results / "scoutfs-fenced.conf"),
@@ -198,8 +202,10 @@ class Cluster:
         self._write_fenced_conf()
         if self.fake:
             self.log("fake cluster: mounts are plain directories, no mkfs or mount")
-        elif self.cfg.mkfs:
-            self.mkfs()
+        else:
+            self._check_helpers()
+            if self.cfg.mkfs:
+                self.mkfs()
         self.up = True
         # the view and the agent first, as upstream starts fenced before mounting: a mount
         # that has to fence a leftover leader needs both
@@ -207,6 +213,20 @@ class Cluster:
         self._start_fenced()
         if mount:
             self.mount_all()
+
+    def _check_helpers(self) -> None:
+        """Warn when /sbin's mount helpers ignore SCOUTFS_CHECKOUT (an older bootstrap's:
+        they run the code of whichever checkout installed them)."""
+        for h in HELPERS:
+            try:
+                text = Path(h).read_text(errors="replace")
+            except OSError:
+                continue
+            if "SCOUTFS_CHECKOUT" not in text:
+                msg = (f"[== {h} ignores SCOUTFS_CHECKOUT (an older scripts/bootstrap's): "
+                       "mounts may run another checkout's code; run scripts/bootstrap ==]")
+                print(msg, flush=True)
+                self.log(msg)
 
     def _make_run_dir(self) -> None:
         rid = f"run-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -271,9 +291,10 @@ class Cluster:
         else:
             meta_img, data_img = c.meta_dev.resolve(), c.data_dev.resolve()  # type: ignore[union-attr]
         if c.ex_meta_dev is None or c.ex_data_dev is None:
+            # mkfs's minimum size, so t_scratch_mkfs needs no -A
             ex_meta, ex_data = devdir / "ex-meta.img", devdir / "ex-data.img"
-            dv.make_sparse(ex_meta, dv.META_IMAGE_SIZE, self.record)
-            dv.make_sparse(ex_data, dv.DATA_IMAGE_SIZE, self.record)
+            dv.make_sparse(ex_meta, dv.SCRATCH_IMAGE_SIZE, self.record)
+            dv.make_sparse(ex_data, dv.SCRATCH_IMAGE_SIZE, self.record)
         else:
             ex_meta, ex_data = c.ex_meta_dev.resolve(), c.ex_data_dev.resolve()
 
@@ -427,8 +448,8 @@ class Cluster:
             return
         mp = self.mount_points[i]
         self.record.add("mounts", mp)
-        env = {**os.environ, **self.process_env()}
-        p = run_cmd(self.mount_cmd(i), self.log, timeout=self.cfg.mount_timeout, env=env)
+        p = run_cmd(self.mount_cmd(i), self.log, timeout=self.cfg.mount_timeout,
+                    env=self.helper_env())
         if p.returncode != 0:
             raise ClusterError(f"mount {i} failed (exit {p.returncode}): {last_line(p)}")
         for pid in self.daemon_pids(i):
@@ -484,13 +505,33 @@ class Cluster:
         if self.fake:
             self._fake_mounted.discard(i)
             return True
-        return run_cmd(["umount", self.mount_points[i]], self.log, timeout=60).returncode == 0
+        return run_cmd(["umount", self.mount_points[i]], self.log, timeout=60,
+                       env=self.helper_env()).returncode == 0
+
+    def umount_all(self, timeout: float = dv.UNMOUNT_TIMEOUT, force: bool = True) -> list[int]:
+        """Unmount every mounted mount together and wait for all (quorum members wait for
+        each other to leave: one at a time, each would wait out its timeout); with ``force``,
+        those not unmounted within ``timeout`` are forced.  Returns the mounts still mounted."""
+        if self.fake:
+            self._fake_mounted.clear()
+            return []
+        left = dv.unmount_together(self.mount_points, self.daemon_pids_of, self.log,
+                                   timeout=timeout, force=force, env=self.helper_env())
+        return [self.mount_points.index(m) for m in left]
+
+    def helper_env(self) -> dict[str, str]:
+        """The environment of the harness's own mount/umount commands."""
+        return {**os.environ, **self.process_env()}
+
+    def daemon_pids_of(self, mount_point: str) -> list[int]:
+        return dv.daemon_pids_for(mount_point, str(self.run_dir))
 
     def force_umount(self, i: int) -> bool:
         if self.fake:
             self._fake_mounted.discard(i)
             return True
-        return dv.force_unmount(self.mount_points[i], self.daemon_pids(i), self.log)
+        return dv.force_unmount(self.mount_points[i], self.daemon_pids(i), self.log,
+                                self.helper_env())
 
     def crash(self, i: int) -> None:
         """kill -9 the mount's daemon, then detach the dead FUSE mount."""
@@ -503,7 +544,7 @@ class Cluster:
                 self.log(f"crashed mount {i}: killed daemon {pid}")
         time.sleep(0.2)
         if dv.is_mounted(self.mount_points[i]):
-            run_cmd(["umount", "-l", self.mount_points[i]], self.log)
+            run_cmd(["umount", "-l", self.mount_points[i]], self.log, env=self.helper_env())
 
     # -- daemon logs
     def log_offsets(self) -> dict[str, int]:
@@ -540,17 +581,7 @@ class Cluster:
         problems: list[str] = []
         self._stop_process(self.fenced, "scoutfs-fenced", 10)
         self.fenced = None
-        if self.fake:
-            self._fake_mounted.clear()
-        else:
-            threads = []
-            for i in range(len(self.mount_points)):
-                if dv.is_mounted(self.mount_points[i]):
-                    t = threading.Thread(target=self.force_umount, args=(i,))
-                    threads.append(t)
-                    t.start()
-            for t in threads:
-                t.join(90)
+        self.umount_all()  # what is left is retried, and reported, by cleanup_from_record
         problems += self._stop_sysview()
         if self.run_dir and self.run_dir != Path():
             dv.save_daemon_logs(self.run_dir, self.cfg.results / "daemon-logs")

@@ -27,6 +27,10 @@ from pathlib import Path
 GiB = 1 << 30
 META_IMAGE_SIZE = 16 * GiB
 DATA_IMAGE_SIZE = 32 * GiB
+SCRATCH_IMAGE_SIZE = 64 * GiB
+"""Both scratch images (``T_EX_META_DEV``/``T_EX_DATA_DEV``): mkfs's minimum device size
+(fs.format.MIN_DEVICE_BYTES_UNFORCED), so ``t_scratch_mkfs`` works without ``-A`` as on
+upstream's real devices.  Sparse: only what the tests write takes space."""
 LOCK_DIR = Path("/run/lock/scoutfs-harness")
 DEFAULT_MNT_ROOT = Path("/mnt")
 PORT_BASES = range(19700, 32000, 400)  # below the usual ephemeral range (32768-60999)
@@ -197,20 +201,111 @@ def escape_mount_point(mount_point: str) -> str:
     return mount_point.strip("/").replace("-", "\\x2d").replace("/", "-") or "-"
 
 
-def force_unmount(mount_point: str, pids: list[int], log: Log = _nolog) -> bool:
+CHECKOUT = Path(__file__).resolve().parent.parent
+
+
+def helper_env(run_dir: str | None = None) -> dict[str, str]:
+    """The environment of our mount/umount commands: /sbin's wrappers then run this
+    checkout's helpers (``SCOUTFS_CHECKOUT``), which find the run's daemons by its run dir."""
+    env = {**os.environ, "SCOUTFS_CHECKOUT": str(CHECKOUT)}
+    if run_dir:
+        env["SCOUTFS_RUN_DIR"] = run_dir
+    return env
+
+
+UNMOUNT_TIMEOUT = 60.0
+"""How long each unmount of :func:`unmount_together` may take before the force path."""
+FORCE_UNMOUNT_TIMEOUT = 15.0
+"""How long each step of the force path (``umount -f``, ``umount -l``) may take."""
+
+
+def _each_together(fn: Callable[[str], object], items: list[str], bound: float) -> None:
+    """Run ``fn(item)`` for every item at once, in threads; wait at most ``bound`` seconds for
+    all of them (``fn`` bounds itself: the threads are daemons only so a stuck one can't keep
+    the harness from exiting)."""
+    threads = [threading.Thread(target=fn, args=(it,), daemon=True) for it in items]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + bound
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+
+
+def unmount_together(
+    mount_points: list[str],
+    pids_of: Callable[[str], list[int]],
+    log: Log = _nolog,
+    timeout: float = UNMOUNT_TIMEOUT,
+    force: bool = True,
+    env: dict[str, str] | None = None,
+) -> list[str]:
+    """Unmount all of ``mount_points`` at once and wait for every unmount; returns the mount
+    points still mounted.
+
+    A quorum member's unmount returns (the umount helper waits for its daemon) only once
+    enough members remain for a quorum or every remaining member is leaving too, so members
+    unmounted one after another wait for each other, each until its timeout.  Here every
+    unmount starts together, each bounded by ``timeout``.  With ``force``, a mount whose
+    unmount failed or timed out gets the force path (``umount -f``, SIGKILL of its daemons
+    ``pids_of(mount point)``, lazy detach), all of them together too.  ``env``: of the
+    commands (default :func:`helper_env`)."""
+    todo = [m for m in dict.fromkeys(mount_points) if is_mounted(m)]
+    if not todo:
+        return []
+    env = env if env is not None else helper_env()
+    t0 = time.monotonic()
+    log(f"unmounting {len(todo)} mount(s) together: {' '.join(todo)}")
+    failed: list[str] = []
+
+    def plain(m: str) -> None:
+        if run_cmd(["umount", m], log, timeout=timeout, env=env).returncode != 0:
+            failed.append(m)
+
+    _each_together(plain, todo, timeout + 10)
+    left = [m for m in todo if m in failed or is_mounted(m)]
+    if left and force:
+        log(f"forcing {len(left)} mount(s) after {time.monotonic() - t0:.1f}s: {' '.join(left)}")
+        _each_together(lambda m: _force(m, pids_of(m), log, env), left,
+                       3 * FORCE_UNMOUNT_TIMEOUT + 10)
+    left = [m for m in todo if is_mounted(m)]
+    log(f"unmounted {len(todo) - len(left)} of {len(todo)} mount(s) in "
+        f"{time.monotonic() - t0:.1f}s" + (f"; still mounted: {' '.join(left)}" if left else ""))
+    return left
+
+
+def _force(mount_point: str, pids: list[int], log: Log, env: dict[str, str] | None) -> None:
+    """The force path of one mount: ``umount -f`` (the daemon leaves without commit or
+    farewell), then SIGKILL its daemons and detach what is left lazily."""
+    if is_mounted(mount_point):
+        run_cmd(["umount", "-f", mount_point], log, timeout=FORCE_UNMOUNT_TIMEOUT, env=env)
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+            log(f"killed daemon pid {pid} of {mount_point}")
+    if is_mounted(mount_point):
+        run_cmd(["umount", "-l", mount_point], log, timeout=FORCE_UNMOUNT_TIMEOUT, env=env)
+    if is_mounted(mount_point):
+        run_cmd(["fusermount3", "-u", "-z", mount_point], log, timeout=FORCE_UNMOUNT_TIMEOUT,
+                env=env)
+
+
+def force_unmount(
+    mount_point: str, pids: list[int], log: Log = _nolog, env: dict[str, str] | None = None
+) -> bool:
     """umount, then kill the daemon and lazily unmount if that did not work."""
     if not is_mounted(mount_point):
         return True
-    if run_cmd(["umount", mount_point], log, timeout=30).returncode == 0:
+    env = env if env is not None else helper_env()
+    if run_cmd(["umount", mount_point], log, timeout=30, env=env).returncode == 0:
         return True
     for pid in pids:
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
             log(f"killed daemon pid {pid} of {mount_point}")
     if is_mounted(mount_point):
-        run_cmd(["umount", "-l", mount_point], log, timeout=30)
+        run_cmd(["umount", "-l", mount_point], log, timeout=30, env=env)
     if is_mounted(mount_point):
-        run_cmd(["fusermount3", "-u", "-z", mount_point], log, timeout=30)
+        run_cmd(["fusermount3", "-u", "-z", mount_point], log, timeout=30, env=env)
     return not is_mounted(mount_point)
 
 
@@ -218,14 +313,19 @@ def force_unmount(mount_point: str, pids: list[int], log: Log = _nolog) -> bool:
 
 
 def make_sparse(path: Path, size: int, record: CleanupRecord | None = None) -> None:
-    """(Re)create a sparse image file of ``size`` bytes."""
+    """(Re)create a sparse image file of ``size`` bytes (a hole: no blocks allocated).
+    Raises OSError, naming the image, when its filesystem can't hold a file that large."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
-    with open(path, "wb") as f:
-        f.truncate(size)
     if record:
         record.add("images", str(path))
+    try:
+        with open(path, "wb") as f:
+            f.truncate(size)
+    except OSError as e:
+        raise OSError(e.errno, f"can't make the {size >> 30} GiB sparse image {path}: "
+                               f"{e.strerror}") from e
 
 
 def loop_supported() -> tuple[bool, str]:
@@ -395,14 +495,18 @@ def cleanup_from_record(record: CleanupRecord, log: Log = _nolog) -> list[str]:
         roots += mounts_under(run_dir)
     for d in record.mount_dirs + record.scan_roots:
         roots += mounts_under(d)
-    seen: set[str] = set()
-    for m in sorted(roots, key=lambda m: -m.count("/")):
-        if m in seen:
-            continue
-        seen.add(m)
-        if is_mounted(m) and not force_unmount(m, daemon_pids_for(m, run_dir), log):
+    # deepest first; the mounts of one depth (a cluster's mounts) together, as a quorum's
+    # members wait for each other to leave
+    by_depth: dict[int, list[str]] = {}
+    for m in dict.fromkeys(roots):
+        by_depth.setdefault(m.count("/"), []).append(m)
+    for depth in sorted(by_depth, reverse=True):
+        level = by_depth[depth]
+        for m in unmount_together(level, lambda m: daemon_pids_for(m, run_dir), log,
+                                  timeout=30, env=helper_env(run_dir)):
             problems.append(f"could not unmount {m}")
-        record.remove("mounts", m)
+        for m in level:
+            record.remove("mounts", m)
     if record.test_pgid:
         with contextlib.suppress(OSError):
             os.killpg(record.test_pgid, signal.SIGKILL)

@@ -7,8 +7,7 @@ isolated cluster lazily at its first golden item and tears it down at session en
 failures or Ctrl-C.  Results of a process go to ``<--golden-results>/<worker id>``.
 
 Options: ``--golden``, ``--golden-tests-dir``, ``--golden-results``, ``--golden-mounts``,
-``--golden-quorum``, ``--golden-timeout``, ``--golden-shard K/N``, ``--golden-fake`` (fake
-cluster, as ``HARNESS_FAKE_CLUSTER=1``).
+``--golden-quorum``, ``--golden-timeout``, ``--golden-shard K/N``.
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 
 from harness import selection
-from harness.cluster import DEFAULT_NR_MOUNTS, REPO, ClusterConfig, fake_mode
+from harness.cluster import DEFAULT_NR_MOUNTS, REPO, ClusterConfig
 from harness.results import FAILED, SKIPPED, SKIPPED_PERMITTED, TestResult
 from harness.runner import Engine, RunConfig, default_tests_dir
 
@@ -39,7 +38,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     g.addoption("--golden-quorum", type=int, help="quorum members (default min(mounts,3))")
     g.addoption("--golden-timeout", type=float, default=1800.0, help="per-test timeout (s)")
     g.addoption("--golden-shard", metavar="K/N", help="only shard K of N of the golden tests")
-    g.addoption("--golden-fake", action="store_true", help="fake cluster (plain directories)")
 
 
 def _tests_dir(config: pytest.Config) -> Path:
@@ -49,6 +47,10 @@ def _tests_dir(config: pytest.Config) -> Path:
 
 class GoldenState:
     """The per-process engine, created at the first golden item."""
+
+    fake_cluster = False
+    """Plain-directory mounts (``ClusterConfig(fake=True)``): set from Python only, by the
+    harness's unit tests; no option or environment variable selects it."""
 
     def __init__(self, config: pytest.Config):
         self.config = config
@@ -67,7 +69,7 @@ class GoldenState:
                 results=self.results,
                 nr_mounts=c.getoption("golden_mounts"),
                 quorum=c.getoption("golden_quorum"),
-                fake=c.getoption("golden_fake") or fake_mode(),
+                fake=self.fake_cluster,
             )
             engine = Engine(
                 RunConfig(

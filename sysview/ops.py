@@ -153,12 +153,18 @@ class SysfsOperations(fuse.Operations):
         sock = await self._socket(ident)
         return await self.backend.call(sock, dict(req, tree=tree, path=rel))
 
+    @staticmethod
+    def _dir_mode(path: Path) -> int:
+        """debugfs is root's alone: /sys/kernel/debug and everything under it are 0700."""
+        return 0o700 if path[:2] == DEBUG_PREFIX[:2] else DIR_MODE
+
     async def _children(self, path: Path) -> list[tuple[str, bool, int]]:
         """(name, is_dir, mode) of every entry of the dir at `path`."""
         if path in IDENT_PARENTS:
-            return [(ident, True, DIR_MODE) for ident in sorted(await self.backend.mounts())]
+            return [(ident, True, self._dir_mode(path + (ident,)))
+                    for ident in sorted(await self.backend.mounts())]
         if path in STATIC:
-            return [(name, True, DIR_MODE) for name in STATIC[path]]
+            return [(name, True, self._dir_mode(path + (name,))) for name in STATIC[path]]
         reply = await self._request(path, {"op": "sysfs_list"})
         return [(str(name), kind == "d", int(mode) & 0o7777)
                 for name, kind, mode in reply.get("entries", [])]
@@ -166,10 +172,10 @@ class SysfsOperations(fuse.Operations):
     async def _child(self, path: Path, name: str) -> tuple[bool, int]:
         if path in IDENT_PARENTS:
             await self._socket(name)
-            return True, DIR_MODE
+            return True, self._dir_mode(path + (name,))
         if path in STATIC:
             if name in STATIC[path]:
-                return True, DIR_MODE
+                return True, self._dir_mode(path + (name,))
             raise FsError(errno.ENOENT)
         reply = await self._request(path, {"op": "sysfs_list", "name": name})
         for ent_name, kind, mode in reply.get("entries", []):

@@ -3,18 +3,28 @@
 Conventions (spec cli-and-harness §4.1): argp's program name is the subcommand name; usage
 errors print ``<cmd>: <msg>`` and the Try line and exit 64; a failing subcommand prints
 ``scoutfs: <cmd> failed: <strerror> (<errno>)`` and exits 1; no or an unknown command prints
-the usage text to stderr and exits 1.
+the usage text to stderr and exits 1.  Beyond upstream (which calls ``--help`` an unknown
+command): ``scoutfs --help``, ``-h`` and ``help`` print the usage text to stdout and exit 0,
+and ``scoutfs help CMD`` is ``scoutfs CMD --help``.
+
+No Python text reaches the user: an OSError or FsError a subcommand lets escape becomes the
+failed line, and the storage layer's log records (which repeat what the error says) are not
+printed by the CLI.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import sys
 
 from fs import format as fmt
 from fs.cli import argp
-from fs.cli.util import COMMANDS, GROUPS, CmdFailed, err, errno_str
+from fs.cli.util import COMMANDS, GROUPS, CmdExit, CmdFailed, err, errno_str, error_errno
+from fs.errors import FsError
+
+HELP_ARGS = ("--help", "-h", "help")
 
 # subcommand modules: importing one registers its commands
 MODULES = ["fs.cli.mkfs", "fs.cli.mount", "fs.cli.statfs", "fs.cli.counters",
@@ -65,6 +75,13 @@ def run_command(name: str, argv: list[str]) -> int:
         return argp.EX_USAGE
     except CmdFailed as e:
         ret = -e.errno
+    except CmdExit as e:
+        sys.stdout.flush()
+        return e.status
+    except (OSError, FsError) as e:
+        if isinstance(e, BrokenPipeError):
+            raise
+        ret = -error_errno(e)
     sys.stdout.flush()
     if ret is not None and ret < 0:
         err(f"scoutfs: {name} failed: {errno_str(-ret)}")
@@ -76,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
     load_commands()
+    # the storage layer logs what its errors say; a command prints the error itself
+    logging.getLogger("fs").addHandler(logging.NullHandler())
+    if argv and argv[0] in HELP_ARGS and argv[0] not in COMMANDS:
+        if argv[0] == "help" and len(argv) > 1:
+            argv = [argv[1], "--help"]
+        else:
+            sys.stdout.write(usage_text())
+            return 0
     if not argv or argv[0] not in COMMANDS:
         if argv:
             err(f"scoutfs: unrecognized command: '{argv[0]}'")

@@ -1,5 +1,13 @@
 """`scoutfs mkfs META DATA -Q NR,ADDR,PORT ... [-f] [-A] [-m SIZE] [-d SIZE] [-z BLOCKS]
-[-V VERS]`: refusal rules and output as upstream's mkfs.c; the writing is fs.mkfs."""
+[-V VERS]`: refusal rules and output as upstream's mkfs.c; the writing is fs.mkfs.
+
+Refusals, in order: a bad option value is a usage error (exit 64); a missing device or a
+directory fails to open; one device (or the same storage under two names) given as both
+devices; a device some process has open for writing or that is mounted, even with -f (as
+upstream's O_EXCL open refuses); a device already holding a filesystem (scoutfs's super on
+either device, another filesystem's magic, or whatever `blkid -p` finds) unless -f; devices
+smaller than the minimum unless -A.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +22,12 @@ from fs.cli.util import (
     GROUP_CORE,
     CmdFailed,
     Command,
+    check_device,
     err,
-    errno_str,
-    parse_human,
-    parse_u64,
+    error_errno,
+    error_text,
+    opt_human,
+    opt_u64,
     register,
     size_human,
 )
@@ -35,22 +45,21 @@ def _size_fmt(nr: int, size: int) -> str:
 
 
 def parse_quorum_slot(arg: str) -> tuple[int, str, int]:
+    """A -Q argument; a bad one is a usage error."""
     m = re.fullmatch(r"\s*(\d+),([^,]+),(\d+)\s*", arg)
     if not m:
-        err(f"invalid quorum slot '{arg}', must be NR,ADDR,PORT")
-        raise CmdFailed(errno.EINVAL)
+        raise UsageError(f"invalid quorum slot '{arg}', must be NR,ADDR,PORT")
     nr, addr, port = int(m.group(1)), m.group(2), int(m.group(3))
     if nr >= fmt.QUORUM_MAX_SLOTS:
-        err(f"invalid quorum slot number {nr}, must be less than {fmt.QUORUM_MAX_SLOTS}")
-        raise CmdFailed(errno.EINVAL)
+        raise UsageError(f"invalid quorum slot number {nr}, must be less than "
+                         f"{fmt.QUORUM_MAX_SLOTS}")
     try:
         addr = str(ipaddress.IPv4Address(addr))
     except ValueError:
-        err(f"invalid quorum slot address '{addr}', must be an IPv4 address")
-        raise CmdFailed(errno.EINVAL) from None
+        raise UsageError(f"invalid quorum slot address '{addr}', must be an IPv4 "
+                         "address") from None
     if not 0 < port <= 65535:
-        err(f"invalid quorum slot port {port}, must be between 1 and 65535")
-        raise CmdFailed(errno.EINVAL)
+        raise UsageError(f"invalid quorum slot port {port}, must be between 1 and 65535")
     return nr, addr, port
 
 
@@ -60,8 +69,8 @@ def _device_size(path: str, max_size: int, allow_small: bool, use: str) -> int:
     try:
         size = device_size(path)
     except OSError as e:
-        err(f"failed to open '{path}': {errno_str(e.errno)}")
-        raise CmdFailed(e.errno) from None
+        err(f"failed to open '{path}': {error_text(e)}")
+        raise CmdFailed(error_errno(e)) from None
     if max_size:
         if size > max_size:
             print(f"Limiting use of {_base_size(size)} {use} device to {_base_size(max_size)}")
@@ -95,19 +104,19 @@ def run_mkfs(cmd: str, events) -> int:
         elif k == "small":
             allow_small = True
         elif k == "meta":
-            prev = parse_human(v)
+            prev = opt_human(v)
             max_meta = prev - prev % fmt.META_BLOCK_SIZE
             if max_meta != prev:
                 err(f"Meta dev size {prev} rounded down to {max_meta} bytes")
         elif k == "data":
-            prev = parse_human(v)
+            prev = opt_human(v)
             max_data = prev - prev % fmt.DATA_BLOCK_SIZE
             if max_data != prev:
                 err(f"Data dev size {prev} rounded down to {max_data} bytes")
         elif k == "zone":
-            parse_u64(v)  # accepted; allocation zones are not modelled (spec §8)
+            opt_u64(v)  # accepted; allocation zones are not modelled (spec §8)
         elif k == "vers":
-            fmt_vers = parse_u64(v)
+            fmt_vers = opt_u64(v)
             if not fmt.FORMAT_VERSION_MIN <= fmt_vers <= fmt.FORMAT_VERSION_MAX:
                 raise UsageError(f"format-version {fmt_vers} must be between "
                                  f"{fmt.FORMAT_VERSION_MIN} and {fmt.FORMAT_VERSION_MAX}")
@@ -123,17 +132,27 @@ def run_mkfs(cmd: str, events) -> int:
         raise UsageError("no data device argument given")
     meta_path, data_path = devs
 
-    from fs.mkfs import has_filesystem, make_volume
+    from fs.cli import devuse
+    from fs.mkfs import make_volume, probe_signature
 
-    for path, use in ((meta_path, "meta"), (data_path, "data")):
+    for path in (meta_path, data_path):
+        check_device(path)
+    if devuse.same_storage(meta_path, data_path):
+        err(f"meta device '{meta_path}' and data device '{data_path}' are the same device")
+        return -errno.EINVAL
+    for use in devuse.find_users([meta_path, data_path]):
+        which = "meta" if use.path == meta_path else "data"
+        err(f"{which} device '{use.path}' is in use: {use}")
+        return -errno.EBUSY
+    for path, which in () if force else ((meta_path, "meta"), (data_path, "data")):
         try:
-            present = has_filesystem(path)
+            found = probe_signature(path)
         except (OSError, FsError) as e:
-            e_no = e.errno or errno.EIO
-            err(f"failed to open '{path}': {errno_str(e_no)}")
-            return -e_no
-        if present and not force:
-            err(f"{use} device '{path}' already contains a scoutfs filesystem, "
+            err(f"failed to open '{path}': {error_text(e)}")
+            return -error_errno(e)
+        if found is not None:
+            article = "an" if found[0] in "aeiox" else "a"
+            err(f"{which} device '{path}' already contains {article} {found}, "
                 "use --force to overwrite it")
             return -errno.EEXIST
     meta_size = _device_size(meta_path, max_meta, allow_small, "meta")
@@ -141,12 +160,9 @@ def run_mkfs(cmd: str, events) -> int:
     try:
         sb = make_volume(meta_path, data_path, slots, fmt_vers=fmt_vers,
                          meta_size=meta_size, data_size=data_size)
-    except FsError as e:
-        err(f"mkfs: {e.msg or errno_str(e.errno)}")
-        return -e.errno
-    except OSError as e:
-        err(f"mkfs: {errno_str(e.errno or errno.EIO)}")
-        return -(e.errno or errno.EIO)
+    except (FsError, OSError) as e:
+        err(f"mkfs: {error_text(e)}")
+        return -error_errno(e)
 
     lines = [
         "Created scoutfs filesystem:",

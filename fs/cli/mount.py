@@ -9,8 +9,19 @@ import os
 import sys
 
 from fs.cli.argp import POSITIONAL, Opt, UsageError
-from fs.cli.util import GROUP_CORE, Command, register
+from fs.cli.util import GROUP_CORE, CleanStderr, Command, register
 from fs.options import OptionError, parse_options
+
+
+def _pass_checkout() -> None:
+    """Name this source checkout in ``SCOUTFS_CHECKOUT`` for the daemon and what it starts, as
+    the harness does: /sbin/mount.scoutfs and /sbin/umount.fuse.scoutfs (the bootstrap's
+    wrappers, shared by the checkouts of a host) then run this checkout's helpers.  Nothing
+    when the code isn't a bootstrapped checkout (an installed package)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    if os.access(os.path.join(root, ".venv", "bin", "mount.scoutfs"), os.X_OK) and \
+            os.path.exists(os.path.join(root, "scripts", "bootstrap")):
+        os.environ["SCOUTFS_CHECKOUT"] = root
 
 
 def _mount(data: str, mnt: str, texts: list[str], prog: str) -> int:
@@ -21,7 +32,10 @@ def _mount(data: str, mnt: str, texts: list[str], prog: str) -> int:
         return 1
     from fs.mount import start
 
-    return start(data, mnt, opts)
+    _pass_checkout()
+
+    with CleanStderr():
+        return start(data, mnt, opts)
 
 
 def run_mount(cmd: str, events) -> int:

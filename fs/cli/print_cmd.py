@@ -9,7 +9,7 @@ import errno
 
 from fs import format as fmt
 from fs.cli.argp import POSITIONAL, Opt, UsageError
-from fs.cli.util import GROUP_DEBUG, Command, err, errno_str, register
+from fs.cli.util import GROUP_DEBUG, Command, clean_msg, err, error_text, open_device, register
 from fs.errors import FsError, StaleBlock
 
 
@@ -61,14 +61,10 @@ def run_print(cmd: str, events) -> int:
             path = v
     if path is None:
         raise UsageError("must specify metadata device path")
-    from fs.block import Device, MetaBlocks, read_super
+    from fs.block import MetaBlocks, read_super
     from fs.btree import Btree
 
-    try:
-        dev = Device(path, readonly=True)
-    except OSError as e:
-        err(f"failed to open '{path}': {errno_str(e.errno)}")
-        return -e.errno
+    dev = open_device(path)
     try:
         sb = read_super(dev)
         print(f"super blkno {fmt.SUPER_BLKNO}:")
@@ -111,10 +107,10 @@ def run_print(cmd: str, events) -> int:
                 addr, port, flags = fmt.unpack_mounted_client(item.value)
                 print(f"  rid {key[1]:016x} addr {addr}:{port} flags 0x{flags:x}")
     except FsError as e:
-        err(f"print failed: {e.msg or errno_str(e.errno)}")
+        err(f"print failed: {error_text(e)}")
         return -e.errno
     except StaleBlock as e:
-        err(f"print failed: stale block: {e}")
+        err(f"print failed: stale block: {clean_msg(str(e))}")
         return -errno.EIO
     finally:
         dev.close()

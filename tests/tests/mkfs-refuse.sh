@@ -1,16 +1,20 @@
 #
 # mkfs refuses to overwrite an existing filesystem without -f and
 # devices smaller than 64 GiB without -A.  The scratch devices are
-# smaller than that, so they always get -A.
+# smaller than that, so they always get -A.  It also refuses one
+# device given as both, bad sizes (a usage error) and a mounted
+# volume even with -f; fsck refuses a mounted volume too.
 #
 umask 022
 
-t_require_commands scoutfs truncate
+t_require_commands scoutfs truncate dd
 
 SM_META="$T_TMPDIR/small-meta.img"
 SM_DATA="$T_TMPDIR/small-data.img"
 BIG_META="$T_TMPDIR/big-meta.img"
 BIG_DATA="$T_TMPDIR/big-data.img"
+OTHER_META="$T_TMPDIR/other-meta.img"
+OTHER_DATA="$T_TMPDIR/other-data.img"
 
 filter()
 {
@@ -18,6 +22,12 @@ filter()
 	    -e "s@$T_TMPDIR@TMPDIR@g" -e "s@:$T_SCRATCH_PORT\$@:SCRATCH_PORT@" \
 	    -e 's@\(fsid: *\)[0-9a-f]*$@\1<fsid>@' \
 	    -e 's@\(uuid: *\)[0-9a-f-]*$@\1<uuid>@'
+}
+
+# who has a device open (pid, command, alias) depends on the run
+filter_use()
+{
+	sed -e "s/[a-z]* device '[^']*' is in use: [^;]*/a device is in use/"
 }
 
 # the scratch devices' sizes depend on the harness's setup
@@ -73,5 +83,30 @@ mkfs -A -Q "$QUORUM" "$SM_META" "$SM_DATA"
 echo "== a small volume refuses mkfs without -f too"
 mkfs -A -Q "$QUORUM" "$SM_META" "$SM_DATA"
 mkfs -f -A -Q "$QUORUM" "$SM_META" "$SM_DATA"
+
+echo "== other filesystems are refused without -f"
+truncate -s 1G "$OTHER_META" "$OTHER_DATA"
+printf '\x53\xef' | dd of="$OTHER_META" bs=1 seek=1080 conv=notrunc status=none
+mkfs -A -Q "$QUORUM" "$OTHER_META" "$OTHER_DATA"
+rm -f "$OTHER_META"
+truncate -s 1G "$OTHER_META"
+printf 'XFSB' | dd of="$OTHER_DATA" conv=notrunc status=none
+mkfs -A -Q "$QUORUM" "$OTHER_META" "$OTHER_DATA"
+mkfs -f -A -Q "$QUORUM" "$OTHER_META" "$OTHER_DATA" | filter_sizes
+
+echo "== one device as both is refused even with -f"
+mkfs -f -A -Q "$QUORUM" "$OTHER_META" "$OTHER_META"
+
+echo "== a bad size is a usage error"
+mkfs -f -A -Q "$QUORUM" -m 12QQ "$OTHER_META" "$OTHER_DATA"
+
+echo "== a mounted volume is refused even with -f, and by fsck"
+t_scratch_mount
+mkfs -f -A -Q "$QUORUM" "$T_EX_META_DEV" "$T_EX_DATA_DEV" | filter_use
+scoutfs fsck "$T_EX_META_DEV" "$T_EX_DATA_DEV" 2>&1 | filter | filter_use
+echo "rc: ${PIPESTATUS[0]}"
+t_scratch_umount
+scoutfs fsck "$T_EX_META_DEV" "$T_EX_DATA_DEV" 2>&1 | filter
+echo "rc: ${PIPESTATUS[0]}"
 
 t_pass

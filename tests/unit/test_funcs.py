@@ -80,6 +80,11 @@ class Env:
         write_exe(self.bin / "scoutfs", f"""#!/bin/bash
 # fake: scoutfs statfs -s fsid|rid -p MNT ; scoutfs sync -p MNT
 echo "$*" >> "{self.tmp}/scoutfs.calls"
+# a mount point whose mount isn't up yet is a plain directory: the ioctl fails
+case "$1 $2" in
+"statfs -s") [ -e "$5/.rid" ] || {{
+	echo "ioctl failed: Inappropriate ioctl for device (25)" >&2; exit 1; }} ;;
+esac
 case "$1 $2 $3" in
 "statfs -s fsid") echo {FSID} ;;
 "statfs -s rid") cat "$5/.rid" ;;
@@ -351,6 +356,48 @@ def test_leader_and_clients(env):
                 "t_server_nr; t_first_client_nr; t_wait_for_leader; echo waited")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["0", "1", "0", "1", "1", "0", "waited"]
+
+
+def test_wait_for_leader_quiet_while_mounts_come_up(env):
+    """Mounts not up yet make `scoutfs statfs` fail on their bare mount points; waiting for
+    the leader discards that stderr (as upstream) instead of printing it into the test's
+    compared output."""
+    env.fake_mounts(3)
+    (Path(env.vars["T_M0"]) / ".rid").unlink()  # mount 0 isn't mounted yet
+    for i in (1, 2):
+        (env.sysfs_dir(i) / "quorum").mkdir()
+        (env.sysfs_dir(i) / "quorum" / "is_leader").write_text("0\n")
+    leader = env.sysfs_dir(2) / "quorum" / "is_leader"
+    r = env.run(f"(sleep 0.6; echo 1 > '{leader}') &\n"
+                "t_wait_for_leader; echo waited; wait")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "waited\n"
+    assert r.stderr == ""
+    # the waits really asked the unmounted mount point (and failed) several times
+    calls = (env.tmp / "scoutfs.calls").read_text().splitlines()
+    assert calls.count(f"statfs -s fsid -p {env.vars['T_M0']}") >= 2
+
+
+def test_no_sudo(env):
+    """The t_ functions run as root in the harness and never call sudo (the bootstrap does
+    not install it): a `sudo` first in PATH that fails loudly is never reached."""
+    for f in sorted(FUNCS.rglob("*")):
+        if f.is_file():
+            words = f.read_text().replace("(", " ").replace(")", " ").split()
+            assert "sudo" not in words, f"{f} calls sudo"
+    env.fake_mounts(2)
+    write_exe(env.bin / "sudo", f"#!/bin/sh\necho \"sudo $*\" >> {env.tmp}/sudo.calls; exit 1\n")
+    write_exe(env.bin / "mount", "#!/bin/sh\nexit 0\n")
+    write_exe(env.bin / "umount", "#!/bin/sh\nexit 0\n")
+    env.vars.update(T_O0="-o metadev_path=/dev/m0", T_DB0="/dev/d0",
+                    T_O1="-o metadev_path=/dev/m1", T_DB1="/dev/d1",
+                    T_EX_META_DEV="/dev/xm", T_EX_DATA_DEV="/dev/xd", T_SCRATCH_PORT="1",
+                    T_MSCR=str(env.tmp / "scratch"))
+    r = env.run("t_mount_all; t_umount_all; t_remount_all; t_reinsert_remount_all\n"
+                "t_scratch_mount; t_scratch_umount; t_force_umount 1; t_mount 1; echo ok")
+    assert r.returncode == 0, (r.stdout, r.stderr, env.status_msg())
+    assert r.stdout == "ok\n"
+    assert not (env.tmp / "sudo.calls").exists()
 
 
 def test_no_server(env):

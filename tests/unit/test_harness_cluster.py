@@ -27,6 +27,7 @@ FAKE_SCOUTFS = '#!/bin/sh\necho "fake scoutfs $*"\n'
 FAKE_HELPER = """#!/bin/bash
 mnt=$2
 mount -t tmpfs -o size=16m harnessfake "$mnt" || exit 1
+[ -z "$QUORUM_STATE" ] || rm -f "$QUORUM_STATE/leaving.${mnt##*/}"
 setsid /usr/bin/python3 -c '
 import os, sys, time
 mnt = sys.argv[1]
@@ -35,6 +36,30 @@ with open(os.path.join(os.environ["SCOUTFS_RUN_DIR"], "log", "d%d.log" % os.getp
 while os.path.ismount(mnt):
     time.sleep(0.2)
 ' "$mnt" </dev/null >/dev/null 2>&1 &
+"""
+QUORUM_UMOUNT = """#!/bin/bash
+# stand-in umount: the mounts test.0..2 are quorum members; as a scoutfs unmount waits for its
+# daemon's farewell, a member's umount returns only once two members stay mounted or every
+# member is leaving (waiting 20 s at most)
+mnt="${@: -1}"
+case "$mnt $*" in
+*/test.[0-9]" "*) ;;
+*) exec /usr/bin/umount "$@" ;;
+esac
+case " $* " in
+*" -f "*|*" -l "*) exec /usr/bin/umount "$@" ;;
+esac
+touch "$QUORUM_STATE/leaving.${mnt##*/}"
+/usr/bin/umount "$@" || exit
+for _ in $(seq 200); do
+	n=$(ls "$QUORUM_STATE"/leaving.* 2>/dev/null | wc -l)
+	if [ $((3 - n)) -ge 2 ] || [ "$n" -ge 3 ]; then
+		exit 0
+	fi
+	sleep .1
+done
+echo "umount: $mnt: waited 20 s for the other quorum members" >&2
+exit 1
 """
 EXEC_SH = 't_pass() { exit 100; }\nt_fail() { echo "$*" > $T_TMPDIR/status.msg; exit 102; }\n'
 
@@ -66,7 +91,6 @@ def setup(tmp_path: Path):
         "HARNESS_MOUNT_HELPER": str(bin_ / "helper"),
         "HARNESS_NO_BOOTSTRAP": "1",
     }
-    env.pop("HARNESS_FAKE_CLUSTER", None)
     return t, env
 
 
@@ -114,6 +138,34 @@ def test_run_remounts_and_tears_down(setup, tmp_path: Path) -> None:
     assert ours(res) == ([], [])
     assert not (res / "cleanup.json").exists()
     assert list((res / "daemon-logs").iterdir())
+
+
+def test_final_unmount_of_a_quorum_is_together(setup, tmp_path: Path) -> None:
+    """The unmounts before the final fsck start together: quorum members unmounted one at a
+    time would each wait for the others to leave (20 s here, 60 s timeouts for real)."""
+    t, env = setup
+    state = tmp_path / "quorum"
+    state.mkdir()
+    qbin = tmp_path / "qbin"
+    qbin.mkdir()
+    (qbin / "umount").write_text(QUORUM_UMOUNT)
+    (qbin / "umount").chmod(0o755)
+    env = {**env, "QUORUM_STATE": str(state), "PATH": f"{qbin}:{env['PATH']}"}
+    (t / "tests" / "noop.sh").write_text("t_pass\n")
+    (t / "golden" / "noop").write_text("")
+    (t / "sequence").write_text("noop.sh\n")
+    res = tmp_path / "r"
+    t0 = time.monotonic()
+    p = harness(t, res, env, "-n", "3")
+    out, _ = p.communicate(timeout=120)
+    took = time.monotonic() - t0
+    assert p.returncode == 0, out
+    log = (res / "run.log").read_text()
+    assert "waited 20 s" not in log, log
+    assert "unmounting 3 mount(s) together" in log
+    assert "unmounted 3 of 3 mount(s) in " in log
+    assert took < 20, f"the run took {took:.0f}s"
+    assert ours(res) == ([], [])
 
 
 def test_sigkilled_run_is_cleaned_up(setup, tmp_path: Path) -> None:

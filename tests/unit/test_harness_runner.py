@@ -1,6 +1,10 @@
 """harness.runner and harness.cli on a fake cluster (mounts are plain directories): statuses,
 golden comparison, capture order, the T_* environment, daemon-log checks, timeouts, exit codes,
-bless, and the pytest plugin's golden items."""
+bless, and the pytest plugin's golden items.
+
+The fake cluster is a Python-only test double (``ClusterConfig(fake=True)``, reached through
+``harness.cli.main(argv, fake_cluster=True)`` and ``GoldenState.fake_cluster``); no command-line
+option or environment variable selects it, which the last test checks."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.cluster import ClusterConfig
+from harness import cli
+from harness.cluster import Cluster, ClusterConfig
 from harness.results import FAILED, PASSED, SKIPPED, SKIPPED_PERMITTED
 from harness.runner import Engine, RunConfig
 
@@ -200,7 +205,7 @@ def test_timeout_kills_test_and_children(engine_for) -> None:
     assert ps.stdout.strip() == ""
 
 
-def test_cli_end_to_end_exit_codes(tmp_path: Path) -> None:
+def test_cli_end_to_end_exit_codes(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     tdir = make_tests_dir(
         tmp_path / "t",
         {
@@ -209,23 +214,14 @@ def test_cli_end_to_end_exit_codes(tmp_path: Path) -> None:
             "bad": ("echo bad; t_pass", "expected\n"),
         },
     )
-    env = {**os.environ, "HARNESS_FAKE_CLUSTER": "1", "HARNESS_NO_BOOTSTRAP": "1"}
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [
-                str(REPO / "run-tests.sh"),
-                "--tests-dir",
-                str(tdir),
-                "-r",
-                str(tmp_path / "r"),
-                *args,
-            ],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        # in-process, on a fake cluster; capfd also catches fd-level output (diff, tests' fd 6)
+        capfd.readouterr()
+        argv = ["--tests-dir", str(tdir), "-r", str(tmp_path / "r"), *args]
+        rc = cli.main(argv, fake_cluster=True)
+        out, err = capfd.readouterr()
+        return subprocess.CompletedProcess(argv, rc, out, err)
 
     p = run("-I", "good|permitted")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -233,6 +229,7 @@ def test_cli_end_to_end_exit_codes(tmp_path: Path) -> None:
         "[== all tests run: 1 passed, 0 skipped, 1 skipped (permitted), 0 failed ==]"
     )
     assert "  good" in p.stdout and "[passed:" in p.stdout
+    assert "(fake cluster)" in p.stdout
     p = run()
     assert p.returncode == 1
     assert "[== all tests run: 1 passed, 0 skipped, 1 skipped (permitted), 1 failed ==]" in p.stdout
@@ -249,6 +246,13 @@ def test_cli_end_to_end_exit_codes(tmp_path: Path) -> None:
     assert not (tmp_path / "r" / "cleanup.json").exists()
 
 
+FAKE_GOLDEN_PLUGIN = """\
+from harness.pytest_plugin import GoldenState
+
+GoldenState.fake_cluster = True
+"""
+
+
 def test_pytest_plugin_golden_items(tmp_path: Path) -> None:
     tdir = make_tests_dir(
         tmp_path / "tests",
@@ -258,6 +262,11 @@ def test_pytest_plugin_golden_items(tmp_path: Path) -> None:
             "gamma": ('t_skip "no"', None),
         },
     )
+    # the fake cluster comes from a test-only plugin module, loaded with -p
+    plugdir = tmp_path / "plugins"
+    plugdir.mkdir()
+    (plugdir / "golden_fake_cluster.py").write_text(FAKE_GOLDEN_PLUGIN)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(plugdir)])}
     p = subprocess.run(
         [
             sys.executable,
@@ -265,7 +274,8 @@ def test_pytest_plugin_golden_items(tmp_path: Path) -> None:
             "pytest",
             "-p",
             "harness.pytest_plugin",
-            "--golden-fake",
+            "-p",
+            "golden_fake_cluster",
             "--golden-tests-dir",
             str(tdir),
             "--golden-results",
@@ -279,10 +289,12 @@ def test_pytest_plugin_golden_items(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=env,
     )
     out = p.stdout
     assert p.returncode == 1, out
+    (log,) = (tmp_path / "res").glob("*/run.log")  # <results>/<worker id>/run.log
+    assert "fake cluster: mounts are plain directories" in log.read_text()
     assert "PASSED tests/sequence::alpha" in out
     assert "FAILED tests/sequence::beta" in out
     assert "SKIPPED [1] tests/sequence: no" in out or "SKIPPED" in out
@@ -294,7 +306,8 @@ def test_pytest_plugin_golden_items(tmp_path: Path) -> None:
             "pytest",
             "-p",
             "harness.pytest_plugin",
-            "--golden-fake",
+            "-p",
+            "golden_fake_cluster",
             "--golden-tests-dir",
             str(tdir),
             "--golden-results",
@@ -310,6 +323,47 @@ def test_pytest_plugin_golden_items(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env=env,
     )
     assert p.returncode == 0 and "1 passed, 2 deselected" in p.stdout, p.stdout
+
+
+def test_no_fake_cluster_from_cli_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("HARNESS_FAKE_CLUSTER", "1")
+    assert Cluster(ClusterConfig(results=tmp_path), lambda m: None).fake is False
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--fake-cluster", "--list"])
+    assert e.value.code == 2
+    assert "unrecognized arguments: --fake-cluster" in capfd.readouterr().err
+    # the front end and the pytest plugin refuse their old switches too (no cluster is built:
+    # --list and --collect-only exit before any setup)
+    env = {**os.environ, "HARNESS_NO_BOOTSTRAP": "1"}
+    p = subprocess.run(
+        [str(REPO / "run-tests.sh"), "--fake-cluster", "--list"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert p.returncode == 2 and "unrecognized arguments: --fake-cluster" in p.stderr, p.stderr
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "harness.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            "--golden-fake",
+            "--collect-only",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**env, "PYTHONPATH": str(REPO)},
+    )
+    assert p.returncode == 4 and "unrecognized arguments: --golden-fake" in p.stderr, p.stderr

@@ -124,3 +124,39 @@ def test_has_filesystem_probes(tmp_path):
     assert device_size(str(small)) == 100
     with pytest.raises(FileNotFoundError):
         has_filesystem(str(tmp_path / "missing"))
+
+
+def test_probe_signature_finds_scoutfs_and_other_filesystems(tmp_path):
+    from fs.mkfs import probe_signature
+
+    meta, data = images(tmp_path)
+    assert probe_signature(meta) is None and probe_signature(data) is None
+    make_volume(meta, data, {0: ("127.0.0.1", 7000)})
+    assert probe_signature(meta) == probe_signature(data) == "scoutfs filesystem"
+
+    def fresh(name: str, poke: dict[int, bytes], size: int = MIB) -> str:
+        p = tmp_path / name
+        with open(p, "wb") as f:
+            f.truncate(size)
+            for off, b in poke.items():
+                f.seek(off)
+                f.write(b)
+        return str(p)
+
+    ext_feats = 1024 + 92  # s_feature_compat, _incompat, _ro_compat
+    cases = {
+        "ext2 filesystem": {1080: b"\x53\xef"},
+        "ext3 filesystem": {1080: b"\x53\xef", ext_feats: (4).to_bytes(4, "little")},
+        "ext4 filesystem": {1080: b"\x53\xef", ext_feats + 4: (0x40).to_bytes(4, "little")},
+        "xfs filesystem": {0: b"XFSB"},
+        "btrfs filesystem": {65600: b"_BHRfS_M"},
+    }
+    for want, poke in cases.items():
+        p = fresh(want.split()[0], poke)
+        assert probe_signature(p, blkid=False) == want, want
+        assert probe_signature(p) == want, want
+    # too small to hold any of the signatures, or not a device at all
+    assert probe_signature(fresh("tiny", {}, 100)) is None
+    assert probe_signature(str(tmp_path)) is None
+    with pytest.raises(FileNotFoundError):
+        probe_signature(str(tmp_path / "missing"))

@@ -537,3 +537,95 @@ def test_view_readdir_counts_lookups_only_for_readdirplus(run_dir):
         await ops.releasedir(fh)
 
     trio.run(main)
+
+
+# --------------------------------------------------------------------------- debug tree: root only
+
+
+def test_debug_tree_modes_are_root_only():
+    """debugfs is root's alone (/sys/kernel/debug is 0700): the debug tree lists its dirs
+    0700 and its files 0600 (0400 without a store); the sys tree keeps sysfs's modes."""
+    m = FakeMount()
+    modes = {e.name: e.mode for e in sysfs.list_dir(m, "debug", "")}
+    assert modes == {"trigger": 0o700, "client_locks": 0o400, "server_locks": 0o400,
+                     "server_lock_stats": 0o400}
+    assert {e.mode for e in sysfs.list_dir(m, "debug", "trigger")} == {0o600}
+    assert sysfs.list_dir(m, "debug", "", "trigger") == [sysfs.Entry("trigger", True, 0o700)]
+    assert {e.name: e.mode for e in sysfs.list_dir(m, "sys", "")}["counters"] == 0o755
+
+
+@pytest.mark.parametrize("op,args", [
+    ("sysfs_list", {"path": ""}), ("sysfs_list", {"path": "", "name": "client_locks"}),
+    ("sysfs_list", {"path": "trigger"}), ("sysfs_read", {"path": "client_locks"}),
+    ("sysfs_read", {"path": "server_locks"}), ("sysfs_read", {"path": "trigger/statfs_lock_purge"}),
+    ("sysfs_read", {"path": "nope"}),
+    ("sysfs_write", {"path": "trigger/statfs_lock_purge", "value": "1"})])
+def test_debug_ops_need_root(op, args):
+    """The finding: client_locks, server_locks and the triggers were readable by anyone
+    (the control socket is 0666); the daemon refuses them to any uid but root."""
+    from fs.control import OPS, Request
+
+    m = FakeMount()
+    srv = SimpleNamespace(mount=m)
+    req = Request(dict(args, tree="debug"), pid=1, uid=1000, gid=1000)
+    with pytest.raises(FsError) as e:
+        trio.run(OPS[op], srv, req)
+    assert e.value.errno == errno.EACCES
+    assert m.triggers.get("statfs_lock_purge") == 0
+
+
+def test_sys_tree_stays_readable_by_anyone():
+    from fs.control import OPS, Request
+
+    m = FakeMount()
+    srv = SimpleNamespace(mount=m)
+    req = Request({"tree": "sys", "path": "rid"}, pid=1, uid=1000, gid=1000)
+    assert trio.run(OPS["sysfs_read"], srv, req)["text"] == f"{RID:016x}\n"
+    req = Request({"tree": "debug", "path": "client_locks"}, pid=1, uid=0, gid=0)
+    assert trio.run(OPS["sysfs_read"], srv, req)["text"].startswith("start K")
+
+
+def test_view_shows_debug_files_root_only(run_dir):
+    """The view takes the daemon's modes (and mounts with default_permissions, so the
+    kernel refuses other users before a request reaches the view)."""
+    from fs import fuse
+    from sysview.ops import SysfsOperations
+
+    m = FakeMount()
+    ident = sysfs.ident(FSID, RID)
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            await _serve(nursery, m, run_dir, "0:96")
+            ops = SysfsOperations(Backend(run_dir, timeout=5))
+            ino = fuse.ROOT_INODE
+            modes = {}
+            for name in ("kernel", "debug", "scoutfs", ident, "trigger", "statfs_lock_purge"):
+                a = await ops.lookup(ino, name.encode())
+                ino, modes[name] = a.st_ino, a.st_mode & 0o7777
+            assert (modes["trigger"], modes["statfs_lock_purge"]) == (0o700, 0o600)
+            ino = fuse.ROOT_INODE
+            for name in ("kernel", "debug", "scoutfs", ident, "client_locks"):
+                ino = (await ops.lookup(ino, name.encode())).st_ino
+            assert (await ops.getattr(ino)).st_mode & 0o7777 == 0o400
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
+def test_view_debug_dirs_are_root_only(run_dir):
+    """/sys/kernel/debug is 0700 as debugfs is: the view's debug dirs too, the sys tree not."""
+    from fs import fuse
+    from sysview.ops import SysfsOperations
+
+    async def main():
+        ops = SysfsOperations(Backend(run_dir, timeout=5))
+        kernel = await ops.lookup(fuse.ROOT_INODE, b"kernel", None)
+        debug = await ops.lookup(kernel.st_ino, b"debug", None)
+        scoutfs = await ops.lookup(debug.st_ino, b"scoutfs", None)
+        fs_dir = await ops.lookup(fuse.ROOT_INODE, b"fs", None)
+        assert kernel.st_mode & 0o7777 == 0o755
+        assert debug.st_mode & 0o7777 == 0o700 and scoutfs.st_mode & 0o7777 == 0o700
+        assert fs_dir.st_mode & 0o7777 == 0o755
+
+    trio.run(main)
