@@ -159,8 +159,11 @@ class Client:
                 "flags": flags, "server_term": self.server_term, "resume": self.greeted}
 
     def _new_conn(self, stream: trio.abc.Stream) -> Connection:
+        # every frame and payload from the server is checked (fs/net.py PROTOCOL): a bad
+        # one closes the connection, and we reconnect and resend as after any loss
         conn = Connection(stream, name=f"client {self.rid:016x}",
-                          task_nursery=self._nursery, ordered=self._ordered)
+                          task_nursery=self._nursery, ordered=self._ordered,
+                          schemas=net.PROTOCOL)
         conn.register(Cmd.LOCK, self._on_lock, order=self._lock_order)
         conn.register(Cmd.LOCK_RECOVER, self._on_lock_recover)
         conn.register(Cmd.SYNC_LOG_TREES, self._on_sync_log_trees)

@@ -51,6 +51,14 @@ Concurrency (trio; code between two awaits is atomic):
   only the flush awaits (in a thread for a real `fs.block.Device`).
 * Nothing here waits on the server, on locks or on the network except `start_server` /
   `stop_server` in their tasks; `send` never blocks on a peer.
+
+Hostile datagrams (anybody can send to a slot's UDP port): every datagram is checked before
+it is acted on - its size, crc, type (`unpack_msg`), then `check_msg`: this volume's fsid,
+a configured slot other than ours, a term that leaves room for the +1s of later elections
+(`MAX_TERM`, so a forged huge term cannot overflow the quorum block's u64).  A bad one is
+dropped and counted (`quorum_recv_invalid`) with a rate-limited log line naming the sender
+and the reason.  (The crc is no authentication: a well-formed forged message of a higher
+term still demotes a leader, as upstream.)
 """
 
 from __future__ import annotations
@@ -82,6 +90,7 @@ from fs.format import (
     QuorumEvent,
     QuorumSlot,
 )
+from fs.net import LogLimiter
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +113,7 @@ ROLE_FOLLOWER, ROLE_CANDIDATE, ROLE_LEADER = "follower", "candidate", "leader"
 SERVER_DOWN, SERVER_STARTING, SERVER_UP, SERVER_STOPPING = "down", "starting", "up", "stopping"
 
 INBOX_DEPTH = 256  # datagrams queued for the main loop; more are dropped
+MAX_TERM = 2**63 - 1  # a greater term in a message is refused (terms are u64 on disk)
 
 
 def votes_needed(nr_slots: int) -> int:
@@ -139,6 +149,22 @@ def unpack_msg(data: bytes) -> QuorumMsg | None:
     if type_ not in MSG_NAMES:
         return None
     return QuorumMsg(fsid, term, type_, src)
+
+
+def check_msg(msg: QuorumMsg | None, fsid: int, slots: Iterable[int], my_slot: int
+              ) -> str | None:
+    """Why an unpacked datagram must be dropped (None if it may be acted on)."""
+    if msg is None:
+        return "not a quorum message (size, crc or type)"
+    if msg.fsid != fsid:
+        return f"fsid {msg.fsid:016x} is not this volume's"
+    if msg.src not in slots:
+        return f"from slot {msg.src}, which is not configured"
+    if msg.src == my_slot:
+        return f"from our own slot {msg.src}"
+    if msg.term > MAX_TERM:
+        return f"term {msg.term} out of range"
+    return None
 
 
 # --------------------------------------------------------------------------- quorum blocks
@@ -284,18 +310,23 @@ class TrioUdp:
             log.debug("quorum send to slot %d failed: %s", slot, e)
 
     async def recv(self) -> bytes:
+        return (await self.recv_from())[0]
+
+    async def recv_from(self) -> tuple[bytes, str]:
+        """The next datagram and its sender ("addr:port", for logging)."""
         while True:
             if self.sock is None:
                 raise trio.ClosedResourceError("quorum socket not bound")
             try:
-                data, _addr = await self.sock.recvfrom(MSG_SIZE * 4)
+                # a bigger datagram is truncated, and then refused for its size
+                data, addr = await self.sock.recvfrom(MSG_SIZE * 4)
             except OSError as e:
                 if self.sock.fileno() < 0:
                     raise trio.ClosedResourceError("quorum socket closed") from e
                 # an ICMP error reported on the socket: not a message, keep listening
                 log.debug("quorum recv error: %s", e)
                 continue
-            return data
+            return data, f"{addr[0]}:{addr[1]}"
 
     def close(self) -> None:
         if self.sock is not None:
@@ -361,6 +392,7 @@ class QuorumMember:
         self._running = False
         self._finished = False
         self._run_done = trio.Event()
+        self._bad_log = LogLimiter(log, rate=1.0, burst=10)  # dropped datagrams
 
     # ------------------------------------------------------------------ public view
 
@@ -481,22 +513,26 @@ class QuorumMember:
             with trio.move_on_at(self._timeout):
                 ev = await self._inbox_recv.receive()
             if ev is not None and ev[0] == "msg":
-                await self._on_message(ev[1])
+                await self._on_message(ev[1], ev[2])
 
     async def _receive_loop(self) -> None:
+        recv_from = getattr(self.transport, "recv_from", None)
         while True:
             try:
-                data = await self.transport.recv()
+                if recv_from is not None:
+                    data, peer = await recv_from()
+                else:
+                    data, peer = await self.transport.recv(), "?"
             except (trio.ClosedResourceError, trio.EndOfChannel):
                 return
             try:
-                self._inbox_send.send_nowait(("msg", data))
+                self._inbox_send.send_nowait(("msg", data, peer))
             except trio.WouldBlock:
                 self._inc("quorum_recv_dropped")
 
     def _wake(self) -> None:
         try:
-            self._inbox_send.send_nowait(("wake", None))
+            self._inbox_send.send_nowait(("wake", None, None))
         except (trio.WouldBlock, trio.ClosedResourceError):
             pass  # the loop has messages to process and checks its flags after each
 
@@ -616,12 +652,15 @@ class QuorumMember:
         self._timeout = trio.current_time() + HEARTBEAT_INTERVAL_S
         await self._send_others(MSG_HEARTBEAT)
 
-    async def _on_message(self, data: bytes) -> None:
+    async def _on_message(self, data: bytes, peer: str = "?") -> None:
         msg = unpack_msg(data)
-        if (msg is None or msg.fsid != self.fsid or msg.src not in self.slots
-                or msg.src == self.slot):
+        why = check_msg(msg, self.fsid, self.slots, self.slot)
+        if why is not None:
             self._inc("quorum_recv_invalid")
+            self._bad_log.log(logging.WARNING, "quorum slot %d: dropping a datagram of %d "
+                              "bytes from %s: %s", self.slot, len(data), peer, why)
             return
+        assert msg is not None
         if msg.term < self.term:
             self._inc("quorum_recv_stale")
             return

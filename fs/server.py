@@ -643,8 +643,11 @@ class Server:
             self._nursery.start_soon(self._serve_conn, stream)
 
     async def _serve_conn(self, stream) -> None:
-        conn = Connection(stream, name="server")
-        conn.register(Cmd.GREETING, lambda p: self._greeting(conn, p))
+        # every payload is checked against its schema (fs/net.py) before a handler sees
+        # it, and nothing but a greeting is accepted before one succeeded: a bad frame
+        # closes this connection only (one log line), never the server
+        conn = Connection(stream, name="server", schemas=net.PROTOCOL, require_greeting=True)
+        conn.register(Cmd.GREETING, lambda p: self._greeting(conn, p), close_on_error=True)
         handlers = {
             Cmd.ALLOC_INODES: self._alloc_inodes,
             Cmd.GET_LOG_TREES: self._get_log_trees,
@@ -718,6 +721,7 @@ class Server:
             raise FsError(errno.ENOLINK, f"rid {rid:016x} is being fenced")
         old = self._conns.get(rid)
         conn.context = rid
+        conn.set_greeted()
         self._conns[rid] = conn
         self._conn_gen[rid] = self._conn_gen.get(rid, 0) + 1
         if conn.closed.is_set():
@@ -758,8 +762,17 @@ class Server:
             while True:
                 r = await conn.request(Cmd.LOCK_RECOVER, {"start": start, "nr": RECOVER_PAGE})
                 page = r["locks"]
+                last = net.key_from_wire(start) if start is not None else None
                 for e in page:
-                    entries.append({"key": net.key_from_wire(e["key"]), "mode": int(e["mode"]),
+                    key = net.key_from_wire(e["key"])
+                    if last is not None and key <= last:
+                        # pages are in ascending key order after `start`: anything else
+                        # could make us ask forever
+                        await conn.aclose()
+                        raise FsError(errno.EINVAL, f"LOCK_RECOVER page out of order at "
+                                                    f"{fmt.format_key(key)}")
+                    last = key
+                    entries.append({"key": key, "mode": int(e["mode"]),
                                     "write_seq": int(e.get("write_seq", 0))})
                 if len(page) < RECOVER_PAGE:
                     break
@@ -792,14 +805,14 @@ class Server:
         await self.commit()
         return {"first": first, "nr": count}
 
-    def _lend(self, free: ExtentSet, want: int, minimum: int, reserve: int = 0
-              ) -> list[tuple[int, int]]:
+    def _lend(self, free: ExtentSet, want: int, minimum: int, reserve: int = 0,
+              max_extents: int = LEND_MAX_EXTENTS) -> list[tuple[int, int]]:
         avail = free.total - reserve
         if want <= 0 or avail <= 0:
             return []
         count = min(want, max(avail // LEND_FRACTION, min(avail, minimum)))
         out: list[tuple[int, int]] = []
-        while count > 0 and len(out) < LEND_MAX_EXTENTS:
+        while count > 0 and len(out) < max_extents:
             got = free.alloc(count)
             if got is None:
                 break
@@ -824,12 +837,18 @@ class Server:
             self._last_nr[rid] = nr
             lt = LogTrees(rid=rid, nr=nr)
         meta = ExtentSet(lt.meta_avail)
-        for e in self._lend(self.meta_free, META_LEND_TARGET - meta.total, META_LEND_MIN,
-                            SERVER_META_RESERVE):
-            meta.add(*e)
         data = ExtentSet(lt.data_avail)
+        # the record must still fit in an item with what we add (a mount's avail can be
+        # fragmented: refusing here would leak what was already taken from the free sets)
+        lt.meta_avail, lt.data_avail = meta.extents(), data.extents()
+        room = max(0, (fmt.MAX_VAL_SIZE - len(fmt.pack_log_trees(lt))) // fmt.EXTENT.size)
+        lent = self._lend(self.meta_free, META_LEND_TARGET - meta.total, META_LEND_MIN,
+                          SERVER_META_RESERVE, min(LEND_MAX_EXTENTS, room // 2))
+        for e in lent:
+            meta.add(*e)
         if data.total < DATA_LEND_LOW:
-            for e in self._lend(self.data_free, DATA_LEND_TARGET - data.total, DATA_LEND_MIN):
+            for e in self._lend(self.data_free, DATA_LEND_TARGET - data.total, DATA_LEND_MIN,
+                                max_extents=min(LEND_MAX_EXTENTS, room - len(lent))):
                 data.add(*e)
         lt.meta_avail = meta.extents()
         lt.data_avail = data.extents()
@@ -873,7 +892,16 @@ class Server:
         data_avail = net.extents_from_wire(p["data_avail"])
         meta_freed = net.extents_from_wire(p.get("meta_freed", []))
         data_freed = net.extents_from_wire(p.get("data_freed", []))
-        # check everything before changing anything: a bad commit is the mount's bug
+        # check everything before changing anything: a bad commit is the mount's bug (or
+        # a hostile peer's: nothing it claims may make a later commit of ours fail)
+        for what, exts, first, end in (
+            ("meta", meta_freed, fmt.META_DEV_START_BLKNO, self.sb.total_meta_blocks),
+            ("data", data_freed, fmt.DATA_DEV_START_BLKNO, self.sb.total_data_blocks),
+        ):
+            for s, n in exts:
+                if s < first or s + n > end:
+                    raise FsError(errno.EINVAL, f"{what} freed ({s}, {n}) is outside the "
+                                                f"device's blocks [{first}, {end})")
         lent_meta, lent_data = ExtentSet(lt.meta_avail), ExtentSet(lt.data_avail)
         for what, exts, lent in (("meta", meta_avail, lent_meta), ("data", data_avail, lent_data)):
             for s, n in exts:
@@ -893,16 +921,23 @@ class Server:
                     raise FsError(errno.EINVAL, f"{what} freed twice: {e}") from e
                 if any(st.intersect(s, n) for st in sets):
                     raise FsError(errno.EINVAL, f"{what} freed ({s}, {n}) is already free")
+        new_root = net.root_from_wire(p["item_root"])
+        record = dataclasses.replace(lt, item_root=new_root, meta_avail=meta_avail,
+                                     data_avail=data_avail)
+        if len(fmt.pack_log_trees(record)) > fmt.MAX_VAL_SIZE:
+            raise FsError(errno.EINVAL, f"log tree {rid:016x}.{nr} record would be too big "
+                                        f"({len(meta_avail)} + {len(data_avail)} extents)")
         # apply
         for e in meta_freed:
             self.meta_pend_cur.add(*e)
         for e in data_freed:
             self.data_pend_cur.add(*e)
-        lt.item_root = net.root_from_wire(p["item_root"])
+        lt.item_root = new_root
         lt.meta_avail, lt.data_avail = meta_avail, data_avail
         lt.max_item_seq = max(lt.max_item_seq, int(p.get("max_item_seq", 0)))
         lt.commit_trans_seq = lt.get_trans_seq
-        self.sb.inode_count = max(0, self.sb.inode_count + int(p.get("inode_count_delta", 0)))
+        self.sb.inode_count = min(U64_MAX, max(
+            0, self.sb.inode_count + int(p.get("inode_count_delta", 0))))
         self._put_record(lt)
         await self.commit()
         return {}
@@ -1111,6 +1146,11 @@ class Server:
             except FsError as e:
                 log.error("log merge failed: %s", e)
                 self._merge_wake = trio.Event()  # the next finalize tries again
+            except Exception as e:
+                # a log tree a mount committed can be garbage (a bug, or a hostile peer):
+                # that must not stop the server; a failed commit stopped it already
+                log.error("log merge failed: %r", e, exc_info=e)
+                self._merge_wake = trio.Event()
 
     async def finalize_and_merge(self) -> bool:
         """Coordinated finalize (spec §1.6), then merge: open trees of rids that are no
