@@ -201,3 +201,12 @@ def make_context(fmt_vers: int = 2) -> MountContext:
 
     return MountContext(items=items, locks=FakeLocks(), trans=trans, data_dev=FakeDevice(),
                         alloc_ino=alloc_ino, statfs=statfs, fmt_vers=fmt_vers)
+
+
+async def errno_of(coro) -> int:
+    """The errno an awaited filesystem call fails with (FsError), or 0 when it succeeds."""
+    try:
+        await coro
+    except FsError as e:
+        return e.errno
+    return 0

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from fs import data, fsck, xattr
 from fs import format as fmt
 from fs.errors import FsError
-from fs.testing.fakes import FakeDataAlloc, make_context
+from fs.testing.fakes import FakeDataAlloc, errno_of, make_context
 from tests.unit import test_trans
 from tests.unit.test_data import (
     BS,
@@ -37,14 +37,6 @@ UNWR = fmt.EXTENT_FLAG_UNWRITTEN
 F_LAST, F_UNKNOWN, F_UNWRITTEN = (data.FIEMAP_EXTENT_LAST, data.FIEMAP_EXTENT_UNKNOWN,
                                   data.FIEMAP_EXTENT_UNWRITTEN)
 ROOT = fmt.ROOT_INO
-
-
-async def errno_of(coro) -> int:
-    try:
-        await coro
-    except FsError as e:
-        return e.errno
-    return 0
 
 
 def exts(mctx, ino=INO) -> list[tuple[int, int, int, int]]:

@@ -165,9 +165,10 @@ class Kernel:
         return out
 
 
-def run_session(test, acl: bool = True):
-    """Run `test(kernel, ops, session)` against a Session serving Ops on a socket pair."""
-    ops = Ops()
+def run_session(test, acl: bool = True, ops: Ops | None = None):
+    """Run `test(kernel, ops, session)` against a Session serving `ops` (default: a new
+    Ops) on a socket pair."""
+    ops = ops or Ops()
     k_end, d_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     d_end.setblocking(False)
     session = Session(ops, "/nonexistent", set(), acl=acl)
@@ -524,26 +525,14 @@ def test_times_before_1970_round_trip():
             return a
 
     secs = -301233600
-    k_end, d_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    d_end.setblocking(False)
-    session = Session(TimeOps(), "/nonexistent", set())
-    session.fd = d_end.fileno()
 
-    async def main():
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.run)
-            k = Kernel(k_end)
-            await k.init()
-            body = abi.SETATTR_IN.pack(abi.FATTR_MTIME, 0, 0, 0, 0, 0, secs, 0, 0, 500000000,
-                                       0, 0, 0, 0, 0, 0)
-            err, out = await k.call(abi.SETATTR, body, nodeid=9)
-            assert err == 0
-            fields = abi.ATTR_OUT.unpack(out)
-            assert (fields[7], fields[10]) == (secs, 500000000)  # mtime, mtimensec
-            session.terminate()
+    async def t(k, ops, session):
+        await k.init()
+        body = abi.SETATTR_IN.pack(abi.FATTR_MTIME, 0, 0, 0, 0, 0, secs, 0, 0, 500000000,
+                                   0, 0, 0, 0, 0, 0)
+        err, out = await k.call(abi.SETATTR, body, nodeid=9)
+        assert err == 0
+        fields = abi.ATTR_OUT.unpack(out)
+        assert (fields[7], fields[10]) == (secs, 500000000)  # mtime, mtimensec
 
-    try:
-        trio.run(main)
-    finally:
-        k_end.close()
-        d_end.close()
+    run_session(t, ops=TimeOps())

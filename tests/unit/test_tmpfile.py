@@ -11,8 +11,8 @@ import trio
 from fs import acl, data, xattr
 from fs import format as fmt
 from fs import inode as fsinode
-from fs.errors import FsError
 from fs.inode import Ctx
+from fs.testing.fakes import errno_of
 from tests.unit.test_fallocate import fsck_problems
 from tests.unit.test_namespace import (
     CTX,
@@ -36,14 +36,6 @@ def real_setup():
     mctx, fs = setup()
     fs.data, fs.xattr = data, xattr
     return mctx, fs
-
-
-async def errno_of(coro) -> int:
-    try:
-        await coro
-    except FsError as e:
-        return e.errno
-    return 0
 
 
 def test_tmpfile_is_orphaned_and_deleted_on_forget():

@@ -10,8 +10,7 @@ import trio
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs import xattr
-from fs.errors import FsError
-from fs.testing.fakes import make_context
+from fs.testing.fakes import errno_of, make_context
 
 INO = 1025
 ROOT = inode_mod.Ctx(uid=0, gid=0, pid=1)
@@ -39,14 +38,6 @@ def raw_inode(mctx) -> fmt.Inode:
 def xattr_items(mctx):
     return {k: v for k, v in mctx.items.data.items()
             if k[:3] == (fmt.ZONE_FS, INO, fmt.FS_XATTR)}
-
-
-async def errno_of(coro) -> int:
-    try:
-        await coro
-    except FsError as e:
-        return e.errno
-    return 0
 
 
 # --------------------------------------------------------------------------- round trips
