@@ -164,3 +164,20 @@ def test_megabyte_requests(mounted):
         assert os.pread(fd, len(data), 0) == data
     finally:
         os.close(fd)
+
+
+def test_fiemap_is_answered_by_the_kernel(mounted):
+    """FS_IOC_FIEMAP never reaches a FUSE daemon: the VFS handles it (ioctl_fiemap needs
+    i_op->fiemap, which FUSE lacks) and fails it with EOPNOTSUPP (spec §3.4).  The extent
+    map is served by the filesystem layer (`Filesystem.fiemap`) for the control socket."""
+    _env, mnt, _m, _d = mounted
+    (mnt / "m").write_bytes(b"x" * 8192)
+    fd = os.open(mnt / "m", os.O_RDONLY)
+    try:
+        # struct fiemap: start, length, flags, mapped_extents, extent_count, reserved
+        req = struct.pack("=QQIIII", 0, 1 << 62, 0, 0, 0, 0)
+        with pytest.raises(OSError) as e:
+            fcntl.ioctl(fd, 0xC020660B, req)  # FS_IOC_FIEMAP
+        assert e.value.errno == errno.EOPNOTSUPP
+    finally:
+        os.close(fd)
