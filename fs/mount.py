@@ -218,17 +218,15 @@ def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
     os.close(st_w)
     os.close(alive_r)
     os.waitpid(pid, 0)
-    buf = b""
     try:
-        while b"\n" not in buf:
-            chunk = os.read(st_r, 4096)
-            if not chunk:
-                break
-            buf += chunk
+        line = _wait_for_daemon(st_r)
+    except KeyboardInterrupt:
+        # Ctrl-C while the mount waits: closing our pipe makes the daemon give up
+        sys.stderr.write("scoutfs: mount interrupted, giving up\n")
+        return 1
     finally:
         os.close(st_r)
-    line = buf.split(b"\n", 1)[0].decode(errors="replace")
-    os.close(alive_w)
+        os.close(alive_w)
     if line.startswith("ready"):
         _raise_read_ahead(mountpoint)
         _register_utab(data_path, mountpoint)
@@ -240,12 +238,40 @@ def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
     return 1
 
 
+def _wait_for_daemon(st_r: int) -> str:
+    """The daemon's last word on the status pipe ("ready ..." or "error ..."; "" if it died
+    first).  Its "note ..." lines, why a mount still waits, go to stderr as they come."""
+    buf = b""
+    while True:
+        while b"\n" in buf:
+            raw, buf = buf.split(b"\n", 1)
+            line = raw.decode(errors="replace")
+            if not line.startswith("note "):
+                return line
+            sys.stderr.write(f"scoutfs: {line[5:]}\n")
+            sys.stderr.flush()
+        chunk = os.read(st_r, 4096)
+        if not chunk:
+            return ""
+        buf += chunk
+
+
 # --------------------------------------------------------------------------- daemon side
 
 
 class _Status:
+    """The status pipe to the waiting mount command: notes while the mount waits, then one
+    last line ("ready ..." or "error ...") that closes it."""
+
     def __init__(self, fd: int):
         self.fd = fd
+
+    def note(self, text: str) -> None:
+        if self.fd >= 0:
+            try:
+                os.write(self.fd, b"note " + text.replace("\n", " ").encode() + b"\n")
+            except OSError:
+                pass
 
     def send(self, line: str) -> None:
         if self.fd < 0:
@@ -256,6 +282,20 @@ class _Status:
             pass
         os.close(self.fd)
         self.fd = -1
+
+
+class _NoteHandler(logging.Handler):
+    """Until the mount is ready, the daemon's warnings (why it waits: no quorum yet, ...)
+    are also shown on the mount command's stderr.  Errors are not: a failed mount's reason
+    comes as its "error" line."""
+
+    def __init__(self, status: _Status):
+        super().__init__(logging.WARNING)
+        self.status = status
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno == logging.WARNING:
+            self.status.note(record.getMessage())
 
 
 def _redirect_std(path: str | None) -> None:
@@ -293,6 +333,7 @@ def _daemon(data_path: str, mnt: str, opts: dict, sb, st_w: int, alive_r: int) -
         early = logging.handlers.MemoryHandler(100000, flushLevel=logging.CRITICAL + 1)
         root.addHandler(early)
     status = _Status(st_w)
+    root.addHandler(_NoteHandler(status))  # a no-op once the status pipe is closed
     d = _Daemon(data_path, mnt, opts, sb, status, alive_r, early)
     try:
         trio.run(d.main)

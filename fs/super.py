@@ -195,15 +195,17 @@ class Mount:
         (a mount that cannot reach a quorum waits here, and can be killed meanwhile)."""
         from fs.quorum import find_server
 
-        waited = 0.0
+        start = trio.current_time()
+        next_note = 5.0  # said after 5 s and every 30 s after that (the mount command shows it)
         while True:
             found = find_server(self.meta_dev, self.fsid, self.sb.quorum_slots)
             if found is not None:
                 return found.addr, found.port
-            if waited >= 5.0 and waited - LOCATE_POLL_S < 5.0:
-                log.warning("waiting for a quorum to elect a server")
+            waited = trio.current_time() - start
+            if waited >= next_note:
+                log.warning("waiting for a quorum to elect a server (%.0fs so far)", waited)
+                next_note += 30.0
             await trio.sleep(LOCATE_POLL_S)
-            waited += LOCATE_POLL_S
 
     async def _start_server(self, term: int, fence_targets) -> None:
         """We won an election: fence earlier leaders, start the server on our slot's

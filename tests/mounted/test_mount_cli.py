@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import select
 import shutil
 import signal
 import stat
@@ -23,6 +24,7 @@ from conftest import (
     PY,
     REPO,
     Env,
+    _free_port,
     _fuse_usable,
     daemon_pid,
     is_mounted,
@@ -278,6 +280,41 @@ def test_killed_mount_command_leaves_no_daemon(env):
     for pid in daemons:
         assert wait_gone(pid), "daemon left behind by a killed mount command"
     assert not is_mounted(mnt)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_waiting_mount_says_why_and_ends_on_a_signal(env, sig):
+    """A mount that cannot reach a quorum (slot 0 of three, alone) says so on the mount
+    command's stderr within seconds, and SIGINT or SIGTERM ends it leaving nothing behind."""
+    meta, data = env.mkfs("vol")
+    ports = [_free_port() for _ in range(3)]
+    quorum = [a for i, port in enumerate(ports) for a in ("-Q", f"{i},127.0.0.1,{port}")]
+    env.scoutfs("mkfs", "-A", "-f", *quorum, meta, data, check=True)
+    mnt = env.root / "mnt"
+    mnt.mkdir()
+    env.mounts.append(mnt)
+    p = subprocess.Popen([PY, "-m", "fs.cli.main", "mount", "-o",
+                          f"metadev_path={meta},quorum_slot_nr=0", str(data), str(mnt)],
+                         env=env.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        ready, _, _ = select.select([p.stderr], [], [], 20)
+        assert ready, "the waiting mount said nothing for 20 s"
+        line = p.stderr.readline()
+        assert line == "scoutfs: waiting for a quorum to elect a server (5s so far)\n", line
+        daemons = [pid for pid in env.daemon_pids() if pid != p.pid]
+        assert daemons
+        p.send_signal(sig)
+        assert p.wait(30) != 0
+        rest = p.stderr.read()
+        assert "Traceback" not in rest, rest
+        for pid in daemons:
+            assert wait_gone(pid), "daemon left behind by a signalled mount command"
+        assert not is_mounted(mnt)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
 
 
 def test_daemon_speaks_fuse_itself(mounted):
