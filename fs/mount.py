@@ -98,19 +98,16 @@ def _utab_target(line: str) -> str | None:
     return None
 
 
-def _raise_read_ahead(mountpoint: str) -> None:
-    """Set the new mount's backing-dev read-ahead, from the mount command (never the daemon).
-
-    The kernel applies the daemon's INIT reply (which caps read-ahead at 128 KiB) when the
-    first request is answered, so this stats the mount first and only then writes sysfs.
-    """
+def _raise_read_ahead(major: int, minor: int) -> None:
+    """Raise our FUSE mount's backing-device read-ahead (a sysfs write, never a request to our
+    own mount).  Called once the INIT reply is written: the kernel lowers read-ahead to the
+    reply's max_readahead when it takes the reply, so an earlier write would be undone."""
+    path = f"/sys/class/bdi/{major}:{minor}/read_ahead_kb"
     try:
-        st = os.stat(mountpoint)
-        path = f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb"
         with open(path, "w") as f:
             f.write(f"{READ_AHEAD_KB}\n")
     except OSError as e:
-        sys.stderr.write(f"scoutfs: warning: could not raise read-ahead: {e}\n")
+        log.warning("could not raise read-ahead (%s): %s", path, e.strerror)
 
 
 def _dev_id(st: os.stat_result) -> tuple:
@@ -228,7 +225,8 @@ def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
         os.close(st_r)
         os.close(alive_w)
     if line.startswith("ready"):
-        _raise_read_ahead(mountpoint)
+        # nothing here touches the new mount point: its first request could wait for a
+        # server that is still recovering, and this command would hang in it
         _register_utab(data_path, mountpoint)
         return 0
     if line.startswith("error "):
@@ -512,6 +510,7 @@ class _Daemon:
                     if mi is None:
                         raise MountError(f"{self.mnt} not found in /proc/self/mountinfo after "
                                          "mounting")
+                    self.session.on_init = lambda: _raise_read_ahead(mi.major, mi.minor)
                     ctl = ControlServer(mount, mi.major, mi.minor, mi.mnt_id)
                     ctl.bind()
                     await nursery.start(ctl.serve)

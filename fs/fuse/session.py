@@ -145,6 +145,7 @@ class Session:
         self.setxattr_ext = False
         self.readdirplus = False
         self.requests = 0  # served, for counters and tests
+        self.on_init: Any = None  # called (no arguments, must not block) once INIT is answered
         self.unknown_logged: set[int] = set()
         self._inflight: dict[int, Request] = {}
         self._stop = False
@@ -430,6 +431,11 @@ class Session:
                                 64, 48, max_write, 1, max_pages, 0, 0)
         self._reply(req.unique, [out])
         self.inited = True
+        if self.on_init is not None:
+            try:
+                self.on_init()
+            except Exception:
+                log.exception("after INIT")
 
     # ---------------------------------------------------------------- request handlers
 

@@ -317,6 +317,18 @@ def test_waiting_mount_says_why_and_ends_on_a_signal(env, sig):
             p.wait()
 
 
+def test_read_ahead_raised_after_init(mounted):
+    """The daemon raises its mount's read-ahead to 1 MiB once INIT is answered (the mount
+    command no longer stats its new mount point to force INIT first)."""
+    _env, mnt, _m, _d = mounted
+    majmin = mountinfo_line(mnt)[2]
+    path = Path(f"/sys/class/bdi/{majmin}/read_ahead_kb")
+    deadline = time.monotonic() + 10
+    while path.read_text().strip() != "1024" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert path.read_text().strip() == "1024"
+
+
 def test_daemon_speaks_fuse_itself(mounted):
     """The daemon serves /dev/fuse through fs.fuse: pyfuse3 and libfuse are not loaded."""
     env, mnt, _m, _d = mounted
