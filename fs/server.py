@@ -125,6 +125,8 @@ MERGE_COMMIT_ITEMS = 2048  # commit a long merge every this many items
 MERGE_CHUNK = 512  # items merged between checkpoints
 
 RECOVERY_TIMEOUT_S = 30.0  # spec §2.3: a mounted rid must recover within 30 s of server start
+FENCE_WAIT_NOTE_S = 5.0  # a start waiting for fences says why after this long
+FENCE_WAIT_NOTE_EVERY_S = 10.0  # and again this often
 RECONNECT_TIMEOUT_S = 20.0  # spec §2.3: a mount whose socket is down this long is fenced
 LOG_MERGE_WAIT_TIMEOUT_S = 0.5  # spec §7 log_merge_wait_timeout_ms default: 500
 RECOVER_PAGE = 512  # LOCK_RECOVER entries asked for per request
@@ -575,7 +577,9 @@ class Server:
             addrs = self._peek_mounted_addrs()
             for rid, reason in rids.items():
                 self.fencing.request(rid, addrs.get(rid, "0.0.0.0"), reason)
-            deadline = trio.current_time() + self.start_fence_timeout
+            start = trio.current_time()
+            deadline = start + self.start_fence_timeout
+            next_note = start + FENCE_WAIT_NOTE_S
             while True:
                 reqs = [self.fencing.requests.get(rid) for rid in rids]
                 why = ""
@@ -594,7 +598,15 @@ class Server:
                     self.failed.set()
                     log.error("server not starting: %s", why)
                     raise ServerFailed(why)
-                await self.fencing.wait_change(max(0.0, deadline - trio.current_time()))
+                now = trio.current_time()
+                if now >= next_note:
+                    # the mount command shows this while the mount waits (fs/mount.py)
+                    log.warning("waiting for rid %s to be fenced (%.0fs so far): no fencing "
+                                "agent has answered; is scoutfs-fenced running?",
+                                " ".join(f"{r:016x}" for r, q in zip(rids, reqs, strict=True)
+                                         if q is not None and not q.fenced), now - start)
+                    next_note = now + FENCE_WAIT_NOTE_EVERY_S
+                await self.fencing.wait_change(max(0.0, min(deadline, next_note) - now))
         self._load()
         if rids:
             merge = False

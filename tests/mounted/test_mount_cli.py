@@ -317,6 +317,50 @@ def test_waiting_mount_says_why_and_ends_on_a_signal(env, sig):
             p.wait()
 
 
+def test_mount_waiting_for_a_fence_says_why(root_dir):
+    """The finding: after a kill -9 of a single-slot mount, a remount with no fencing agent
+    waits for the dead leader to be fenced and used to print nothing.  It says why now, and
+    SIGINT ends it, leaving nothing behind."""
+    e = Env(root_dir)  # no scoutfs-fenced
+    p = None
+    try:
+        e.start_view()
+        meta, data = e.mkfs("vol")
+        mnt = root_dir / "mnt"
+        assert e.mount(meta, data, mnt).returncode == 0
+        pid = daemon_pid(e, mnt)
+        os.kill(pid, signal.SIGKILL)
+        assert wait_gone(pid)
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=30)
+        p = subprocess.Popen([PY, "-m", "fs.cli.main", "mount", "-o",
+                              f"metadev_path={meta},quorum_slot_nr=0", str(data), str(mnt)],
+                             env=e.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+        lines: list[str] = []
+        deadline = time.monotonic() + 20
+        want = re.compile(r"scoutfs: waiting for rid [0-9a-f]{16} to be fenced \(\d+s so far\): "
+                          r"no fencing agent has answered; is scoutfs-fenced running\?\n")
+        while not any(want.fullmatch(ln) for ln in lines):
+            ready, _, _ = select.select([p.stderr], [], [], max(0, deadline - time.monotonic()))
+            assert ready, f"the waiting mount did not say why within 20 s: {lines}"
+            lines.append(p.stderr.readline())
+        # the fence request itself is shown first
+        assert re.fullmatch(r"scoutfs: fencing rid [0-9a-f]{16} at 127\.0\.0\.1: "
+                            r"quorum_block_leader\n", lines[0]), lines
+        daemons = [d for d in e.daemon_pids() if d != p.pid]
+        p.send_signal(signal.SIGINT)
+        assert p.wait(30) != 0
+        assert "Traceback" not in p.stderr.read()
+        for d in daemons:
+            assert wait_gone(d), "daemon left behind by an interrupted mount"
+        assert not is_mounted(mnt)
+    finally:
+        if p is not None and p.poll() is None:
+            p.kill()
+            p.wait()
+        e.cleanup()
+
+
 def test_read_ahead_raised_after_init(mounted):
     """The daemon raises its mount's read-ahead to 1 MiB once INIT is answered (the mount
     command no longer stats its new mount point to force INIT first)."""
