@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -201,7 +202,13 @@ def test_timeout_kills_test_and_children(engine_for) -> None:
     r = e.run_test("hang")
     assert r.status == FAILED and r.message == "timed out after 1s"
     assert r.duration < 20
-    ps = subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True, text=True)
+    # the killed children may take a moment to go: wait for them, boundedly
+    deadline = time.monotonic() + 10
+    while True:
+        ps = subprocess.run(["pgrep", "-f", "sleep 30[01]"], capture_output=True, text=True)
+        if ps.stdout.strip() == "" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     assert ps.stdout.strip() == ""
 
 
