@@ -95,6 +95,13 @@ class ExtentSet:
         ext = self._containing(start)
         return ext is not None and start + length <= ext[0] + ext[1]
 
+    def overlaps(self, start: int, length: int = 1) -> bool:
+        """Whether any of the blocks [start, start + length) is in the set."""
+        if self._containing(start) is not None:
+            return True
+        i = self._by_start.bisect_right(start)
+        return i < len(self._by_start) and self._by_start.peekitem(i)[0] < start + length
+
     def __contains__(self, blkno: int) -> bool:
         return self._containing(blkno) is not None
 

@@ -398,7 +398,34 @@ def read_super(dev: DeviceLike) -> Super:
         raise FsError(errno.EINVAL, f"{dev.path}: unsupported scoutfs format version "
                                     f"{sb.fmt_vers} (supported {fmt.FORMAT_VERSION_MIN}-"
                                     f"{fmt.FORMAT_VERSION_MAX})")
+    why = _super_range_problem(dev, sb)
+    if why:
+        raise FsError(errno.EINVAL, f"{dev.path}: malformed scoutfs super block: {why}")
     return sb
+
+
+SANE_MAX = (1 << 63) - 1  # counters that cross the network (fs/net.py caps integers here)
+
+
+def _super_range_problem(dev: DeviceLike, sb: Super) -> str | None:
+    """What in a super (whose crc matched) no volume could hold, or None."""
+    if not 0 < sb.seq <= SANE_MAX:
+        return f"seq {sb.seq} out of range"
+    if not fmt.ROOT_INO < sb.next_ino <= SANE_MAX:
+        return f"next_ino {sb.next_ino} out of range"
+    if sb.free_meta_blocks > sb.total_meta_blocks or sb.free_data_blocks > sb.total_data_blocks:
+        return "more free blocks than blocks"
+    for name in ("fs_root", "logs_root", "mounted_clients", "srch_root"):
+        root = getattr(sb, name)
+        if root.height > fmt.BTREE_MAX_HEIGHT or (root.height and not
+                                                  fmt.META_DEV_START_BLKNO <= root.ref.blkno
+                                                  < sb.total_meta_blocks):
+            return f"{name} (height {root.height}, block {root.ref.blkno}) out of range"
+    for name in ("meta_free", "data_free", "meta_pending", "data_pending"):
+        ref = getattr(sb, name)
+        if ref.blkno and not fmt.META_DEV_START_BLKNO <= ref.blkno < sb.total_meta_blocks:
+            return f"{name} block {ref.blkno} out of range"
+    return None
 
 
 def write_super(dev: DeviceLike, sb: Super) -> None:

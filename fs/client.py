@@ -60,6 +60,11 @@ RECOVER_PAGE = 512  # LOCK_RECOVER entries per page when the server does not say
 FATAL_GREETING_ERRNOS = (errno.EINVAL, errno.ENOLINK)
 
 
+class NoServer(FsError):
+    """Raised by `locate()` when no server can ever be found (our own server cannot start on
+    corrupt metadata): the client gives up instead of retrying."""
+
+
 class _RidGone(Exception):
     """The server no longer knows this rid (its mounted_clients item is gone)."""
 
@@ -179,6 +184,13 @@ class Client:
             while not self.closed:
                 try:
                     stream = await self._open_stream()
+                except NoServer as e:
+                    if not started:
+                        raise
+                    log.error("client %016x: no server can start: %s", self.rid, e)
+                    self.dead = e
+                    self._notify()
+                    return
                 except (OSError, FsError, trio.BrokenResourceError) as e:
                     log.debug("client %016x: connect failed: %s", self.rid, e)
                     self.counters.inc("client_connect_fail")

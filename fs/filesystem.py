@@ -291,6 +291,11 @@ class Filesystem:
             if not tmpfile and \
                     await fsdir.lookup_dirent(mctx, parent, name, locks[parent]) is not None:
                 raise FsError(errno.EEXIST)
+            if await mctx.items.lookup(fmt.inode_key(ino), locks[ino]) is not None:
+                # never hand out a live inode number, whatever the super says
+                log.error("inode allocation gave inode %d, which is in use: the super's "
+                          "next_ino is below the inodes in use (corrupt metadata?)", ino)
+                raise FsError(errno.EIO, f"allocated inode {ino} is in use")
             now = mctx.now()
             gid = ctx.gid
             if pdir.mode & stat.S_ISGID:

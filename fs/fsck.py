@@ -3,9 +3,12 @@
 It reads the devices only through the on-disk format (fs/format.py) and the storage layer,
 never through a daemon.  Checks, in order:
 
-1. both supers: magic, crc, the META flag only on the meta copy, the same fsid;
+1. both supers: magic, crc, the META flag only on the meta copy, the same fsid; the quorum
+   block of every configured slot (crc, magic, blkno, fsid);
 2. every reachable meta block (fs_root, logs_root, mounted_clients, every log tree, every
    extent-list chain): checksum and header, and keys strictly ascending within each tree;
+   every item key has the shape of its zone and type (unused fields zero), and no item seq
+   is above the super's seq (nor, in a log tree, above the tree's max_item_seq);
 3. metadata and data allocator accounting: every block of each device is exactly one of
    used (reachable), free, pending reuse, or lent to a mount; none twice, none missing; the
    super's free counts match its free lists;
@@ -14,7 +17,9 @@ never through a daemon.  Checks, in order:
    link counts equal the entries naming an inode (directories: 2 + subdirectories);
    directory sizes equal the sum of their entries' name lengths; readdir positions are below
    next_readdir_pos; an inode without links has an orphan item; online block counts match
-   the extents; seq index items match each inode's meta_seq/data_seq.
+   the extents; seq index items match each inode's meta_seq/data_seq; READDIR and
+   LINK_BACKREF values agree with their keys; every inode number in use is below the
+   super's next_ino (else new files would reuse live numbers).
 
 `check(meta_path, data_path)` returns the list of problems found (empty when clean);
 `check_devices()` does the work on open devices and also returns the block counts (the
@@ -30,7 +35,7 @@ from collections.abc import Iterator
 
 from fs import format as fmt
 from fs.alloc import read_extent_list
-from fs.block import Device, MetaBlocks, read_super
+from fs.block import Device, MetaBlocks, read_quorum_block, read_super
 from fs.btree import Btree
 from fs.errors import FsError, StaleBlock
 
@@ -40,7 +45,43 @@ class Problems(list):
         self.append(msg)
 
 
-def _tree_items(tree: Btree, name: str, problems: Problems) -> list[tuple[fmt.Key, fmt.Item]]:
+# the fields of each item key that are not zero: (zone, type) -> which of the 6 may be set
+_FS_KEY_FIELDS = {
+    fmt.FS_INODE: (0, 1, 2),
+    fmt.FS_XATTR: (0, 1, 2, 3, 4, 5),
+    fmt.FS_DIRENT: (0, 1, 2, 3, 4),
+    fmt.FS_READDIR: (0, 1, 2, 3),
+    fmt.FS_LINK_BACKREF: (0, 1, 2, 3, 4),
+    fmt.FS_SYMLINK: (0, 1, 2, 3),
+    fmt.FS_DATA_EXTENT: (0, 1, 2, 3, 4),
+}
+_ITEM_KEY_FIELDS = {(fmt.ZONE_FS, t): f for t, f in _FS_KEY_FIELDS.items()}
+_ITEM_KEY_FIELDS[(fmt.ZONE_ORPHAN, fmt.ORPHAN_TYPE)] = (0, 2, 3)
+_ITEM_KEY_FIELDS[(fmt.ZONE_INODE_INDEX, fmt.INODE_INDEX_META_SEQ)] = (0, 2, 3, 4)
+_ITEM_KEY_FIELDS[(fmt.ZONE_INODE_INDEX, fmt.INODE_INDEX_DATA_SEQ)] = (0, 2, 3, 4)
+# zones whose items this version does not interpret yet: any key shape
+_OPAQUE_ZONES = (fmt.ZONE_QUOTA, fmt.ZONE_XATTR_TOTL, fmt.ZONE_XATTR_INDX)
+
+
+def _item_key_problem(key: fmt.Key) -> str | None:
+    """Why an fs_root/log tree item key is malformed, or None."""
+    if key[0] in _OPAQUE_ZONES:
+        return None
+    fields = _ITEM_KEY_FIELDS.get((key[0], key[2]))
+    if fields is None:
+        return "unknown zone or type"
+    if any(v for i, v in enumerate(key) if i not in fields):
+        return "a field that must be zero is set"
+    if key[0] == fmt.ZONE_FS and key[2] == fmt.FS_DATA_EXTENT and \
+            (key[4] == 0 or key[4] > key[3] + 1):
+        return "extent length 0 or starting before block 0"
+    return None
+
+
+def _tree_items(tree: Btree, name: str, problems: Problems, *, max_seq: int | None = None,
+                items: bool = False) -> list[tuple[fmt.Key, fmt.Item]]:
+    """The items of a tree in order; with `items`, each key and seq is checked as an
+    fs_root/log tree item (shape, seq at most `max_seq`)."""
     out: list[tuple[fmt.Key, fmt.Item]] = []
     prev = None
     try:
@@ -49,6 +90,13 @@ def _tree_items(tree: Btree, name: str, problems: Problems) -> list[tuple[fmt.Ke
                 problems.add(f"{name}: key {fmt.format_key(key)} not after "
                              f"{fmt.format_key(prev)}")
             prev = key
+            if items:
+                why = _item_key_problem(key)
+                if why is not None:
+                    problems.add(f"{name}: item key {fmt.format_key(key)}: {why}")
+                if max_seq is not None and item.seq > max_seq:
+                    problems.add(f"{name}: item {fmt.format_key(key)} has seq {item.seq}, "
+                                 f"above {max_seq}")
             out.append((key, item))
     except (FsError, StaleBlock) as e:
         problems.add(f"{name}: unreadable: {e}")
@@ -145,6 +193,12 @@ def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
         if sb.fsid != dsb.fsid:
             problems.add(f"fsid differs: meta {sb.fsid:016x} data {dsb.fsid:016x}")
 
+    for slot in sorted(sb.quorum_slots):
+        try:
+            read_quorum_block(meta_dev, slot, sb.fsid)
+        except FsError as e:
+            problems.add(f"quorum slot {slot}: {e.msg or e}")
+
     blocks = MetaBlocks(meta_dev, sb.fsid, cache_blocks=64)
     meta_claims: list[tuple[int, int, str, str]] = []
     data_claims: list[tuple[int, int, str, str]] = []
@@ -166,11 +220,13 @@ def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
             meta_claims.append((b, 1, f"used by {name}", "used"))
 
     # the item trees
-    sources = [_tree_items(Btree(blocks, sb.fs_root), "fs_root", problems)]
+    sources = [_tree_items(Btree(blocks, sb.fs_root), "fs_root", problems, max_seq=sb.seq,
+                           items=True)]
     for lt in log_records:
         name = f"log tree rid {lt.rid:016x} nr {lt.nr}"
         tree = Btree(blocks, lt.item_root)
-        sources.append(_tree_items(tree, name, problems))
+        sources.append(_tree_items(tree, name, problems, items=True,
+                                   max_seq=min(sb.seq, lt.max_item_seq or sb.seq)))
         for b in _tree_blocks(tree, name, problems):
             meta_claims.append((b, 1, f"used by {name}", "used"))
         for st, n in lt.meta_avail:
@@ -199,6 +255,7 @@ def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
     _data_claims(items, data_claims)
     if namespace:
         _check_items(items, problems)
+        _check_next_ino(sb, items, problems)
 
     result["meta"] = _check_accounting("meta device", fmt.META_DEV_START_BLKNO,
                                        sb.total_meta_blocks, meta_claims, problems)
@@ -221,6 +278,24 @@ def _data_claims(items: dict[fmt.Key, bytes], data_claims: list) -> None:
                 continue
             if blkno:
                 data_claims.append((blkno, key[4], f"data of inode {key[1]}", "used"))
+
+
+def _key_ino(key: fmt.Key) -> int | None:
+    """The inode number an item belongs to (None for items of no inode)."""
+    if key[0] == fmt.ZONE_FS:
+        return key[1]
+    if key[0] == fmt.ZONE_ORPHAN:
+        return key[3]
+    if key[0] == fmt.ZONE_INODE_INDEX:
+        return key[4]
+    return None
+
+
+def _check_next_ino(sb: fmt.Super, items: dict[fmt.Key, bytes], problems: Problems) -> None:
+    inos = [i for i in map(_key_ino, items) if i is not None]
+    if inos and max(inos) >= sb.next_ino:
+        problems.add(f"super next_ino {sb.next_ino} is not above inode {max(inos)}, which is "
+                     f"in use: new inodes would reuse live numbers")
 
 
 def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
@@ -248,9 +323,16 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
                     problems.add(f"dirent {d.name!r} in dir {first} has a wrong name hash")
                 dirents[(first, d.pos)] = d
             elif zone == fmt.ZONE_FS and typ == fmt.FS_READDIR:
-                readdirs[(first, second)] = fmt.unpack_dirent(val)
+                d = fmt.unpack_dirent(val)
+                if d.pos != second:
+                    problems.add(f"readdir {fmt.format_key(key)} value has pos {d.pos}")
+                readdirs[(first, second)] = d
             elif zone == fmt.ZONE_FS and typ == fmt.FS_LINK_BACKREF:
-                backrefs[(first, second, third)] = fmt.unpack_dirent(val)
+                d = fmt.unpack_dirent(val)
+                if d.ino != first or d.pos != third:
+                    problems.add(f"link backref {fmt.format_key(key)} value names inode "
+                                 f"{d.ino} pos {d.pos}")
+                backrefs[(first, second, third)] = d
             elif zone == fmt.ZONE_FS and typ == fmt.FS_DATA_EXTENT:
                 blkno, flags = fmt.unpack_extent_val(val)
                 length = third

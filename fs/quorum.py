@@ -381,6 +381,10 @@ class QuorumMember:
         self.server_state = SERVER_DOWN
         self.server_term = 0
         self._server_died = False  # server_stopped() while starting or up
+        # consecutive failed starts of our server and the last error (the mount refuses
+        # when the metadata it needs is corrupt: see Mount._locate)
+        self.start_failures = 0
+        self.last_start_error: BaseException | None = None
         self._server_lock = trio.Lock()
         self._start_scope: trio.CancelScope | None = None
 
@@ -779,6 +783,8 @@ class QuorumMember:
                           self.slot, term, error)
                 log.debug("quorum server start failure", exc_info=error)
                 self._inc("quorum_server_start_error")
+                self.start_failures += 1
+                self.last_start_error = error
                 self._server_died = False
                 await self._record(QUORUM_EVENT_STOP, term)
                 self.server_state = SERVER_DOWN
@@ -790,6 +796,7 @@ class QuorumMember:
                 self._wake()
                 return
             self.server_state = SERVER_UP
+            self.start_failures = 0
             # the server is up and every earlier leader is fenced (spec §2.1)
             await self._record(QUORUM_EVENT_FENCE, term)
             log.info("quorum slot %d: server up in term %d", self.slot, term)

@@ -70,6 +70,7 @@ Concurrency rules (trio: code between two awaits is atomic):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import heapq
@@ -86,7 +87,7 @@ from fs.alloc import ExtentSet, extent_list_nr_blocks, read_extent_list, write_e
 from fs.block import Device, MetaBlocks, read_super, write_super
 from fs.btree import Btree
 from fs.counters import Counters
-from fs.errors import FsError
+from fs.errors import FsError, StaleBlock
 from fs.fence import (
     FENCE_TIMEOUT_S,
     REASON_CLIENT_RECONNECT,
@@ -149,6 +150,44 @@ def _union(*sets: ExtentSet) -> ExtentSet:
 def _total(extents: Iterable[tuple[int, int]]) -> int:
     return sum(n for _s, n in extents)
 
+
+
+@contextlib.contextmanager
+def _stale_is_corrupt():
+    """The server reads through the roots of its own super, which nothing else changes: a
+    block that does not match its ref (StaleBlock, a retry for a mount) is corruption."""
+    try:
+        yield
+    except StaleBlock as e:
+        log.error("server: metadata block does not match its reference: %s", e)
+        raise FsError(errno.EIO, f"corrupt metadata: {e}") from None
+
+
+def _allocator_problem(sb: fmt.Super, meta_free: ExtentSet, meta_pend: ExtentSet,
+                       data_free: ExtentSet, data_pend: ExtentSet,
+                       chains: dict[str, list[int]]) -> str | None:
+    """Why the free and pending sets of a super cannot be right (they would make us hand
+    out a block twice), or None: each within its device, free and pending disjoint, and
+    no list block free or in two lists."""
+    for name, ext, first, total in (
+            ("meta_free", meta_free, fmt.META_DEV_START_BLKNO, sb.total_meta_blocks),
+            ("meta_pending", meta_pend, fmt.META_DEV_START_BLKNO, sb.total_meta_blocks),
+            ("data_free", data_free, fmt.DATA_DEV_START_BLKNO, sb.total_data_blocks),
+            ("data_pending", data_pend, fmt.DATA_DEV_START_BLKNO, sb.total_data_blocks)):
+        for start, length in ext.extents():
+            if start < first or start + length > total:
+                return f"{name} extent {start}+{length} outside the device [{first}, {total})"
+    for name, a, b in (("meta", meta_free, meta_pend), ("data", data_free, data_pend)):
+        for start, length in b.extents():
+            if a.overlaps(start, length):
+                return f"{name} pending extent {start}+{length} is also free"
+    seen: set[int] = set()
+    for name, chain in chains.items():
+        for blkno in chain:
+            if blkno in seen or meta_free.overlaps(blkno, 1) or meta_pend.overlaps(blkno, 1):
+                return f"{name} list block {blkno} is free or in another list"
+            seen.add(blkno)
+    return None
 
 class ServerFailed(FsError):
     """The server stopped itself (a fence failed or timed out, a commit failed) or could
@@ -257,13 +296,20 @@ class Server:
                 return ExtentSet()
             exts, chain = read_extent_list(self.blocks, ref)
             chains[name] = chain
-            return ExtentSet(exts)
+            try:
+                return ExtentSet(exts)
+            except ValueError as e:
+                raise self._corrupt(f"{name} extent list: {e}") from None
 
         self.meta_free = load("meta_free", sb.meta_free)
         self.data_free = load("data_free", sb.data_free)
         # everything pending counts as freed by the first commit of this server
         self.meta_pend_cur = load("meta_pending", sb.meta_pending)
         self.data_pend_cur = load("data_pending", sb.data_pending)
+        why = _allocator_problem(sb, self.meta_free, self.meta_pend_cur, self.data_free,
+                                 self.data_pend_cur, chains)
+        if why:
+            raise self._corrupt(why)
         self.meta_pend_prev = ExtentSet()
         self.data_pend_prev = ExtentSet()
         self._lists = _Lists({"meta_free": sb.meta_free, "data_free": sb.data_free,
@@ -283,6 +329,10 @@ class Server:
         self._recovering = {rid for rid, _a, _p, _f in self._mounted_records()}
         self._begin_epoch()
         self._stable = self._snapshot_roots()
+
+    def _corrupt(self, why: str) -> FsError:
+        log.error("%s: corrupt allocator state in the super: %s", self.meta_dev.path, why)
+        return FsError(errno.EIO, f"{self.meta_dev.path}: corrupt allocator state: {why}")
 
     def _peek_mounted_addrs(self) -> dict[int, str]:
         """rid -> ipv4 address of the mounted_clients on disk, read before this server
@@ -533,7 +583,7 @@ class Server:
         listeners: list = []
         started = False
         try:
-            with self._scope:
+            with self._scope, _stale_is_corrupt():
                 await self._fence_at_start(list(fence_targets))
                 listeners = await open_listeners()
                 async with trio.open_nursery() as nursery:

@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 INO_ALLOC_BATCH = 1024
 NOTIFY_WAIT_S = 1.0  # longest an invalidation waits for its kernel cache notifications
 LOCATE_POLL_S = 0.1  # how often a mount looks for the elected server in the quorum blocks
+# our own server failing to start this many times in a row on corrupt metadata (EIO) ends
+# the mount with that reason: every member reads the same metadata, so waiting cannot help
+# (once when ours is the only quorum slot: no other member could start one)
+START_FAILURES_REFUSE = 2
 # sysfs mount_options that may change at runtime (spec §6.2); others are read-only
 RUNTIME_OPTIONS = frozenset({
     "data_prealloc_blocks", "data_prealloc_contig_only", "orphan_scan_delay_ms",
@@ -113,9 +117,22 @@ class Mount:
         try:
             await self._open(connect)
         except BaseException:
+            await self._stop_quorum_after_failed_open()
             self._close_devices()
             raise
         return self
+
+    async def _stop_quorum_after_failed_open(self) -> None:
+        """A mount refused or interrupted while it waited: leave the quorum (stopping a
+        server we may have started) before the devices close under its tasks."""
+        with trio.CancelScope(shield=True):
+            if self.quorum is not None:
+                with trio.move_on_after(10) as scope:
+                    await self.quorum.shutdown()
+                if scope.cancelled_caught:
+                    await self.quorum.abandon()
+            if self.server is not None:
+                await self.server.stop()
 
     async def _open(self, connect) -> None:
         sb = read_super(self.meta_dev)
@@ -201,6 +218,18 @@ class Mount:
             found = find_server(self.meta_dev, self.fsid, self.sb.quorum_slots)
             if found is not None:
                 return found.addr, found.port
+            q = self.quorum
+            refuse_at = 1 if len(self.sb.quorum_slots) == 1 else START_FAILURES_REFUSE
+            if q is not None and q.start_failures >= refuse_at:
+                err = q.last_start_error
+                from fs.server import ServerFailed
+
+                # not a ServerFailed: earlier leaders not fenced in time is worth waiting on
+                if isinstance(err, FsError) and err.errno == errno.EIO and \
+                        not isinstance(err, ServerFailed):
+                    from fs.client import NoServer
+
+                    raise NoServer(errno.EIO, f"the server cannot start: {err.msg or err}")
             waited = trio.current_time() - start
             if waited >= next_note:
                 log.warning("waiting for a quorum to elect a server (%.0fs so far)", waited)

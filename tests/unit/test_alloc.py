@@ -210,3 +210,12 @@ def test_data_alloc_extents_and_split_frees():
         da.alloc(1)
     assert ei.value.errno == errno.ENOSPC
     assert da.end_transaction() == [(195, 5)] and da.allocated.total == 0
+
+
+def test_overlaps():
+    from fs.alloc import ExtentSet
+
+    s = ExtentSet([(10, 5), (30, 2)])
+    assert s.overlaps(12) and s.overlaps(8, 3) and s.overlaps(14, 20)
+    assert not s.overlaps(15, 15) and not s.overlaps(0, 10) and not s.overlaps(32, 100)
+    assert s.overlaps(29, 2)

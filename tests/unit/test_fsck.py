@@ -141,3 +141,83 @@ def test_cli_exit_codes(tmp_path):
         f.write(bytes(4096))
     rc = os.system(f"{os.sys.executable} -m fs.cli.fsck {meta} {data} > /dev/null")
     assert os.waitstatus_to_exitcode(rc) == 1
+
+
+def test_readdir_and_backref_values_must_agree_with_their_keys():
+    items = good_tree()
+    d = fmt.unpack_dirent(items[fmt.readdir_key(1, 3)])
+    items[fmt.readdir_key(1, 3)] = fmt.pack_dirent(d._replace(pos=9))
+    d = fmt.unpack_dirent(items[fmt.backref_key(1024, 1, 2)])
+    items[fmt.backref_key(1024, 1, 2)] = fmt.pack_dirent(d._replace(ino=1025))
+    p = fsck.Problems()
+    fsck._check_items(items, p)
+    text = "\n".join(p)
+    assert "value has pos 9" in text
+    assert "value names inode 1025 pos 2" in text
+
+
+def test_item_key_shapes():
+    assert fsck._item_key_problem(fmt.inode_key(5)) is None
+    assert fsck._item_key_problem(fmt.extent_key(5, 9, 10)) is None
+    assert fsck._item_key_problem(fmt.orphan_key(5)) is None
+    assert fsck._item_key_problem(fmt.seq_index_key(fmt.INODE_INDEX_DATA_SEQ, 3, 5)) is None
+    assert "zero" in fsck._item_key_problem((fmt.ZONE_FS, 5, fmt.FS_INODE, 0, 7, 0))
+    assert "zero" in fsck._item_key_problem((fmt.ZONE_ORPHAN, 1, fmt.ORPHAN_TYPE, 5, 0, 0))
+    assert "unknown" in fsck._item_key_problem((fmt.ZONE_FS, 5, 5, 0, 0, 0))
+    assert "unknown" in fsck._item_key_problem((3, 5, fmt.FS_INODE, 0, 0, 0))
+    assert "length" in fsck._item_key_problem(fmt.extent_key(5, 9, 0))
+    assert "length" in fsck._item_key_problem(fmt.extent_key(5, 9, 11))
+
+
+def _rewrite_super(meta, change):
+    from fs.block import write_super
+
+    dev = Device(meta)
+    sb = read_super(dev)
+    change(sb)
+    write_super(dev, sb)
+    dev.flush()
+    dev.close()
+
+
+def test_lowered_next_ino_is_reported():
+    items = good_tree()
+    sb = fmt.Super(next_ino=1025)  # inode 1025 is in use
+    p = fsck.Problems()
+    fsck._check_next_ino(sb, items, p)
+    assert p == ["super next_ino 1025 is not above inode 1025, which is in use: new inodes "
+                 "would reuse live numbers"]
+    p = fsck.Problems()
+    fsck._check_next_ino(fmt.Super(next_ino=1026), items, p)
+    assert p == []
+
+
+def test_item_seq_above_the_super_is_reported(tmp_path):
+    meta, data = make(tmp_path)
+    dev = Device(meta)
+    sb = read_super(dev)
+    # mkfs's root inode item, as if written with a seq the super never handed out
+    level, keys, vals, _used = fmt.unpack_btree_block(dev.read(
+        sb.fs_root.ref.blkno * fmt.META_BLOCK_SIZE, fmt.META_BLOCK_SIZE))
+    i = keys.index(fmt.inode_key(fmt.ROOT_INO))
+    vals[i] = (sb.seq + 5, vals[i][1], vals[i][2])
+    buf = fmt.pack_btree_block(level, keys, vals)
+    hdr = fmt.parse_header(dev.read(sb.fs_root.ref.blkno * fmt.META_BLOCK_SIZE,
+                                    fmt.SMALL_BLOCK_SIZE))
+    fmt.seal_block(buf, hdr.magic, hdr.fsid, hdr.seq, hdr.blkno)
+    dev.write(sb.fs_root.ref.blkno * fmt.META_BLOCK_SIZE, buf)
+    dev.flush()
+    dev.close()
+    problems = fsck.check(meta, data)
+    assert any("fs_root: item" in p and f"has seq {sb.seq + 5}, above {sb.seq}" in p
+               for p in problems), problems
+
+
+def test_bad_quorum_block_is_reported(tmp_path):
+    meta, data = make(tmp_path)
+    off = fmt.QUORUM_BLKNO * fmt.SMALL_BLOCK_SIZE + 100
+    with open(meta, "r+b") as f:
+        f.seek(off)
+        f.write(b"\xff")
+    problems = fsck.check(meta, data)
+    assert any(p.startswith("quorum slot 0:") and "bad crc" in p for p in problems), problems
