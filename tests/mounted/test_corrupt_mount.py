@@ -34,22 +34,30 @@ def _daemon_logs(env) -> str:
     return "".join(p.read_text() for p in logdir.glob("*.log")) if logdir.exists() else ""
 
 
-def test_mount_is_refused_when_the_server_cannot_start(env):
+def _too_high(sb):
+    sb.mounted_clients = sb.mounted_clients._replace(height=44)
+
+
+def _unwritten(sb):
+    # a block in range that was never written: only the server, loading, reads it
+    sb.mounted_clients = fmt.BtreeRoot(fmt.BlockRef(sb.total_meta_blocks - 1, 7), 1)
+
+
+@pytest.mark.parametrize("change,reason", [
+    (_too_high, "malformed scoutfs super block: mounted_clients (height 44"),
+    (_unwritten, "the server cannot start: "),
+])
+def test_mount_is_refused_when_the_server_cannot_start(env, change, reason):
     meta, data = env.mkfs("vol")
-
-    def bad_root(sb):
-        sb.mounted_clients = sb.mounted_clients._replace(height=44)
-
-    _change_super(meta, bad_root)
+    _change_super(meta, change)
     mnt = env.root / "mnt"
     p = env.mount(meta, data, mnt, timeout=60)
     assert p.returncode != 0
     lines = p.stderr.splitlines()
-    assert len(lines) == 1, p.stderr
-    assert "the server cannot start" in lines[0] and "btree root height 44" in lines[0], lines
+    assert len(lines) == 1 and reason in lines[0], p.stderr
     assert "Traceback" not in _daemon_logs(env)
     assert not is_mounted(mnt)
-    assert [pid for pid in env.daemon_pids()] == []
+    assert env.daemon_pids() == []
 
 
 def test_damaged_block_reads_eio_with_the_reason_logged(env):
