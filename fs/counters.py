@@ -83,6 +83,7 @@ OTHER_NAMES = (
     "quorum_candidate_deferred",
     "quorum_candidate_server_stopping",
     "quorum_candidate_timeout",
+    "quorum_deposed_leader_stopped",
     "quorum_elected",
     "quorum_fence_error",
     "quorum_fence_leader",

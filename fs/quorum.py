@@ -23,7 +23,9 @@ elected in our term or later that has not gone silent on us: term+1 (and past ev
 disk), a TERM event, a vote for itself, REQUEST_VOTE to the others.  (Standing past another's
 candidacy or election would depose its winner, and our server would fence that mount.)
 Followers vote once per term.  A candidate with `votes_needed` votes writes ELECT, heartbeats
-every 100 ms and starts the server in a task; once the server is up it writes FENCE.  Any
+every 100 ms and starts the server in a task, which fences the earlier leaders the blocks
+show unstopped (one it still hears first gets DEPOSED_STOP_WAIT_S to record STOP: a leader
+our election deposed is stopping, not dead); once the server is up it writes FENCE.  Any
 higher term (in a message, or an ELECT in another slot's block, which the leader re-reads at
 each heartbeat) demotes a leader: its server is stopped and STOP written.  A clean shutdown
 of a leader stops the server, writes STOP and sends RESIGNATION; every clean shutdown ends
@@ -99,6 +101,10 @@ ELECTION_TIMEOUT_S = 0.250  # base election timeout ...
 ELECTION_RANDOM_S = 0.100  # ... plus up to this much, so candidates rarely collide
 HEARTBEAT_INTERVAL_S = 0.100  # leader heartbeats
 HEARTBEAT_DELAY_WARN_S = 1.0  # log a new longest heartbeat send delay past this
+# a new leader gives an earlier leader it still hears this long to record STOP before
+# fencing it (a live leader deposed by our election stops its server on hearing us)
+DEPOSED_STOP_WAIT_S = 2.0
+DEPOSED_STOP_POLL_S = 0.05
 
 # message types (upstream numbering)
 MSG_REQUEST_VOTE, MSG_VOTE, MSG_HEARTBEAT, MSG_RESIGNATION = 0, 1, 2, 3
@@ -206,8 +212,14 @@ def find_server(meta_dev, fsid: int, slots: dict[int, QuorumSlot]) -> ServerAddr
     STOP term (spec §2.1), or None.  A few synchronous 4 KiB reads; callers poll it.  The
     server may not be listening yet (elected, still fencing) or be dead (crashed, not yet
     replaced): callers retry."""
+    return server_in_blocks(read_quorum_blocks(meta_dev, fsid, slots), slots)
+
+
+def server_in_blocks(blocks: dict[int, QuorumBlock], slots: dict[int, QuorumSlot]
+                     ) -> ServerAddr | None:
+    """`find_server` on blocks already read."""
     best: ServerAddr | None = None
-    for slot, qb in read_quorum_blocks(meta_dev, fsid, slots).items():
+    for slot, qb in blocks.items():
         if slot not in slots or not _live_leader(qb):
             continue
         term = qb.events[QUORUM_EVENT_ELECT].term
@@ -375,6 +387,7 @@ class QuorumMember:
         self._no_vote_through = 0  # never vote in a term <= this (our starting term)
         self._candidacies_waited: set[tuple[int, int]] = set()  # (slot, term) we gave time
         self._silent_through = 0  # a leader of a term <= this went silent on us
+        self._heard_at: dict[int, float] = {}  # slot -> trio time of its last valid datagram
         self._longest_hb_delay = 0.0
 
         # our server: its state and the term it is (being) started or stopped for
@@ -565,7 +578,16 @@ class QuorumMember:
         # Standing in a term past another's live leader or candidacy deposes the winner of
         # that term, and our server fences it: a healthy mount, often one starting up or
         # the other follower of a leader that just died (both time out together).
-        if not self._hb_wait and self._live_leader_on_disk():
+        # One read of the blocks for every check and for the term we stand in: a candidacy
+        # recorded between two reads would make us stand past it unseen.  (One recorded
+        # after this read gets the same term as ours: a split vote, which deposes nobody.)
+        try:
+            blocks: dict[int, QuorumBlock] | None = read_quorum_blocks(
+                self.meta_dev, self.fsid, self.slots)
+        except FsError as e:
+            log.error("quorum: reading the quorum blocks failed: %s", e)
+            blocks = None
+        if not self._hb_wait and blocks is not None and self._live_leader_in(blocks):
             # elected in our term or later while we waited the short election timeout
             # (its heartbeats are late, e.g. on a loaded host): wait for it as for any
             # live leader (spec §2.1).  After a heartbeat timeout, the leader on disk is
@@ -573,20 +595,17 @@ class QuorumMember:
             self.role = ROLE_FOLLOWER
             self._wait(heartbeat=True)
             return
-        if self.role == ROLE_FOLLOWER and self._new_candidacy_on_disk():
+        if (self.role == ROLE_FOLLOWER and blocks is not None
+                and self._new_candidacy_in(blocks)):
             # another slot recorded a TERM past ours and is not elected in it yet: it is
             # asking for votes now (its request has not reached us).  Each candidacy gets
             # one election timeout, so a candidate that died delays us only once.
             self._wait(heartbeat=False)
             self._inc("quorum_candidate_deferred")
             return
-        await self._stand()
+        await self._stand(greatest_term(blocks) if blocks is not None else 0)
 
-    def _new_candidacy_on_disk(self) -> bool:
-        try:
-            blocks = read_quorum_blocks(self.meta_dev, self.fsid, self.slots)
-        except FsError:
-            return False
+    def _new_candidacy_in(self, blocks: dict[int, QuorumBlock]) -> bool:
         for slot, qb in blocks.items():
             term = qb.events[QUORUM_EVENT_TERM].term
             if (slot != self.slot and term > self.term
@@ -596,21 +615,14 @@ class QuorumMember:
                 return True
         return False
 
-    def _live_leader_on_disk(self) -> bool:
-        try:
-            found = find_server(self.meta_dev, self.fsid, self.slots)
-        except FsError:
-            return False
+    def _live_leader_in(self, blocks: dict[int, QuorumBlock]) -> bool:
+        found = server_in_blocks(blocks, self.slots)
         return (found is not None and found.slot != self.slot and found.term >= self.term
                 and found.term > self._silent_through)
 
-    async def _stand(self) -> None:
-        """Become a candidate in a new term past every term we know of."""
-        try:
-            on_disk = greatest_term(read_quorum_blocks(self.meta_dev, self.fsid, self.slots))
-        except FsError as e:
-            log.error("quorum: reading the quorum blocks failed: %s", e)
-            on_disk = 0
+    async def _stand(self, on_disk: int) -> None:
+        """Become a candidate in a new term past every term we know of (`on_disk`: the
+        greatest term in the blocks, as read for the decision to stand)."""
         self.term = max(self.term, on_disk) + 1
         self.role = ROLE_CANDIDATE
         self.vote_for = self.slot
@@ -665,6 +677,7 @@ class QuorumMember:
                               "bytes from %s: %s", self.slot, len(data), peer, why)
             return
         assert msg is not None
+        self._heard_at[msg.src] = trio.current_time()  # stale terms too: the sender lives
         if msg.term < self.term:
             self._inc("quorum_recv_stale")
             return
@@ -769,6 +782,7 @@ class QuorumMember:
             with trio.CancelScope() as scope:
                 self._start_scope = scope
                 try:
+                    targets = await self._spare_stopped_leaders(term, targets)
                     await self._start_server(term, targets)
                 except Exception as e:
                     error = e
@@ -801,6 +815,49 @@ class QuorumMember:
             await self._record(QUORUM_EVENT_FENCE, term)
             log.info("quorum slot %d: server up in term %d", self.slot, term)
             self._wake()
+
+    async def _spare_stopped_leaders(self, term: int, targets: list[FenceTarget]
+                                     ) -> list[FenceTarget]:
+        """The fence targets left once the earlier leaders we still hear have had up to
+        DEPOSED_STOP_WAIT_S to record STOP.
+
+        Two members standing at about the same time (mounts starting together on a loaded
+        host) can elect one in term t and the other in t+1; the winner of t hears t+1 and
+        steps down, but its STOP may reach the disk just after we read the blocks.  Fencing
+        it then would fail a healthy mount.  A STOP recorded by the target's rid at or past
+        its term means its server has stopped (STOP is written after stop_server()), so it
+        needs no fence.  A leader we have not heard from within the heartbeat timeout (dead,
+        or cut off) is fenced at once, as upstream does, so failover is not delayed."""
+        deadline = trio.current_time() + DEPOSED_STOP_WAIT_S
+        logged = False
+        while True:
+            now = trio.current_time()
+            heard = [t for t in targets
+                     if now - self._heard_at.get(t.slot, float("-inf")) < self.heartbeat_timeout]
+            if not heard or now >= deadline:
+                return targets
+            if not logged:
+                logged = True
+                log.info("quorum slot %d: term %d: waiting up to %.1f s for %s to record "
+                         "stopping before fencing", self.slot, term, DEPOSED_STOP_WAIT_S,
+                         ", ".join(f"slot {t.slot} (leader of term {t.term})"
+                                   for t in heard))
+            await trio.sleep(DEPOSED_STOP_POLL_S)
+            try:
+                blocks = read_quorum_blocks(self.meta_dev, self.fsid, self.slots)
+            except FsError:
+                return targets
+            left = []
+            for t in targets:
+                stop = blocks[t.slot].events[QUORUM_EVENT_STOP]
+                if stop.rid == t.rid and stop.term >= t.term:
+                    log.info("quorum slot %d: term %d: slot %d recorded stopping its "
+                             "server of term %d, no fence needed", self.slot, term, t.slot,
+                             t.term)
+                    self._inc("quorum_deposed_leader_stopped")
+                else:
+                    left.append(t)
+            targets = left
 
     async def _server_stop_task(self, term: int, resign: bool) -> None:
         """Stop our server of `term` (if it is still the one running) and record STOP.

@@ -115,6 +115,7 @@ class Node:
         self.stops = 0
         self.fail_starts = 0  # the next this many starts raise
         self.hang_starts = False  # starts block until cancelled (a fence that never ends)
+        self.stop_delay = 0.0  # stopping the server takes this long
         self.counters = Counters()
         self.incarnation = 0
 
@@ -130,6 +131,7 @@ class Node:
 
     async def stop_server(self) -> None:
         self.stops += 1
+        await trio.sleep(self.stop_delay)
         self.server_up = False
 
     @property
@@ -745,6 +747,81 @@ def test_candidate_follows_the_heartbeat_of_its_terms_leader():
 
 
 # --------------------------------------------------------------------------- the server
+
+
+def _deposed_by_a_stall(c: Cluster, stop_delay: float):
+    """A follower misses the leader's heartbeats (a stall) and stands in the next term
+    while the leader is alive: the leader hears the request, votes, and stops its server
+    (taking stop_delay), so its STOP reaches the disk after the new leader is elected."""
+    async def go():
+        await c.start_all()
+        old = await c.wait_one_leader(5)
+        term = old.m.term
+        await c.run_for(0.5)
+        old.stop_delay = stop_delay
+        stalled = next(n for n in c.live() if n is not old)
+        stalled.m._timeout = trio.current_time()  # its heartbeat wait ran out
+        stalled.m._wake()
+        await c.wait_until(lambda: any(n.m.is_leader and n is not old for n in c.live()),
+                           q.DEPOSED_STOP_WAIT_S + 2)
+        new = next(n for n in c.live() if n.m.is_leader)
+        return old, new, term
+    return go()
+
+
+def test_a_deposed_leader_that_records_stop_is_not_fenced():
+    @cluster_test(3, seed=3)
+    async def body(c: Cluster):
+        old, new, term = await _deposed_by_a_stall(c, 0.3)
+        assert new.m.term == term + 1
+        assert old.stops == 1 and not old.m.is_leader
+        assert new.starts[-1][1] == []  # it waited for the STOP instead of fencing
+        assert new.counters.get("quorum_deposed_leader_stopped") == 1
+        b = c.block(old.slot)
+        assert ev(b, QUORUM_EVENT_STOP).term == ev(b, QUORUM_EVENT_ELECT).term == term
+
+
+def test_a_deposed_leader_that_does_not_stop_in_time_is_fenced():
+    @cluster_test(3, seed=3)
+    async def body(c: Cluster):
+        t0 = trio.current_time()
+        old, new, _ = await _deposed_by_a_stall(c, q.DEPOSED_STOP_WAIT_S + 5)
+        assert [(t.slot, t.rid) for t in new.starts[-1][1]] == [(old.slot, old.m.rid)]
+        assert new.counters.get("quorum_deposed_leader_stopped") == 0
+        assert trio.current_time() - t0 >= q.DEPOSED_STOP_WAIT_S
+
+
+def test_a_leader_not_heard_is_fenced_without_waiting():
+    @cluster_test(3)
+    async def body(c: Cluster):
+        n = await c.start(0)
+        c.record(1, 5, QUORUM_EVENT_TERM, QUORUM_EVENT_ELECT)  # rid 77, never stopped
+        target = q.FenceTarget(1, 77, 5)
+        t0 = trio.current_time()
+        assert await n.m._spare_stopped_leaders(6, [target]) == [target]
+        assert trio.current_time() == t0
+        # heard long ago (more than the heartbeat timeout): dead, no wait either
+        n.m._heard_at[1] = t0 - HB - 0.01
+        assert await n.m._spare_stopped_leaders(6, [target]) == [target]
+        assert trio.current_time() == t0
+
+
+def test_only_the_targets_own_stop_spares_it():
+    @cluster_test(3)
+    async def body(c: Cluster):
+        n = await c.start(0)
+        c.record(1, 5, QUORUM_EVENT_TERM, QUORUM_EVENT_ELECT)  # rid 77
+        target = q.FenceTarget(1, 78, 5)  # an incarnation the STOP below is not from
+        n.m._heard_at[1] = trio.current_time()
+
+        async def stop_later():
+            await trio.sleep(0.2)
+            c.record(1, 5, QUORUM_EVENT_STOP)
+
+        c.nursery.start_soon(stop_later)
+        t0 = trio.current_time()
+        assert await n.m._spare_stopped_leaders(6, [target]) == [target]
+        assert trio.current_time() - t0 >= q.DEPOSED_STOP_WAIT_S
 
 
 def test_start_server_failure_steps_down():
