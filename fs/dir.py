@@ -22,10 +22,13 @@ right WRITE locks; they change the given in-memory inodes, which the caller stor
 from __future__ import annotations
 
 import errno
+import logging
 
 from fs import format as fmt
 from fs.errors import FsError
 from fs.inode import Ts, touch
+
+log = logging.getLogger(__name__)
 
 SYMLINK_PART = fmt.XATTR_PART_SIZE  # bytes per SYMLINK item (values are at most 896 B)
 
@@ -105,8 +108,16 @@ async def list_entries(mctx, dir_ino: int, start_pos: int, lock,
         return out
     start = fmt.readdir_key(dir_ino, max(start_pos, 0))
     end = fmt.readdir_key(dir_ino, fmt.U64_MAX)
-    async for _key, val in mctx.items.items(start, end, lock):
-        out.append(fmt.unpack_dirent(val))
+    async for key, val in mctx.items.items(start, end, lock):
+        d = fmt.unpack_dirent(val)
+        if d.pos != key[3]:
+            # readdir offsets are the values' positions: one that is not the key's could
+            # send a reader back to an earlier offset forever
+            log.error("directory %d: the readdir item at position %d holds position %d "
+                      "(metadata corruption)", dir_ino, key[3], d.pos)
+            raise FsError(errno.EIO, f"directory {dir_ino}: readdir item {key[3]} "
+                          f"holds position {d.pos}")
+        out.append(d)
         if limit is not None and len(out) >= limit:
             break
     return out

@@ -259,14 +259,23 @@ class Filesystem:
                 await self._load_dir(parent, locks[parent])
                 pino = await fsdir.parent_of(mctx, parent, locks[parent])
             return await self.getattr(pino)
+        missing: fmt.Dirent | None = None
         while True:
             d = await self._peek_entry(parent, name)
+            if d == missing:
+                # the same entry (positions are never reused) twice, its inode gone both
+                # times: not a race with unlink, an entry naming no inode
+                log.error("directory %d: entry %r names inode %d, which does not exist "
+                          "(metadata corruption)", parent, name, d.ino)
+                raise FsError(errno.EIO, f"directory {parent}: entry {name!r} names "
+                              f"missing inode {d.ino}")
             async with mctx.locks.inodes([d.ino], LOCK_READ) as locks:
                 inode = await try_load_inode(mctx, d.ino, locks[d.ino])
             if inode is not None:
                 self._note_nlink(inode)
                 return inode_attr(inode)
             # the entry was removed and its inode deleted since we read it: look again
+            missing = d
 
     async def _create(self, parent: int, name: bytes | None, mode: int, rdev: int, ctx: Ctx,
                       target: bytes | None = None) -> Attr:

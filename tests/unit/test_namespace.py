@@ -422,6 +422,33 @@ def test_readdir_empty_and_errors():
     run(main)
 
 
+def test_corrupt_entries_give_eio_instead_of_looping():
+    """Damage with valid checksums (fuzz findings): an entry naming an inode that does not
+    exist made lookup retry forever (it took it for a race with unlink), and a readdir item
+    whose value holds another position than its key sent readers back to an earlier offset
+    forever.  Both are EIO now."""
+    mctx, fs = setup()
+
+    async def main():
+        d = await fs.mkdir(ROOT, b"d", 0o755, CTX)
+        f = await fs.mknod(d.ino, b"f", 0o644, 0, CTX)
+        del mctx.items.data[fmt.inode_key(f.ino)]
+        with trio.fail_after(10), pytest.raises(FsError) as e:
+            await fs.lookup(d.ino, b"f")
+        assert err(e) == errno.EIO
+
+        g = await fs.mknod(ROOT, b"g", 0o644, 0, CTX)
+        key = next(k for k, v in items_of(mctx, typ=fmt.FS_READDIR, first=ROOT).items()
+                   if fmt.unpack_dirent(v).ino == g.ino)
+        bad = fmt.unpack_dirent(mctx.items.data[key])._replace(pos=2)
+        mctx.items.data[key] = fmt.pack_dirent(bad)
+        with trio.fail_after(10), pytest.raises(FsError) as e:
+            await fs.readdir(ROOT, 0)
+        assert err(e) == errno.EIO
+
+    run(main)
+
+
 # ------------------------------------------------------------------------- links
 
 
