@@ -425,6 +425,13 @@ def _super_range_problem(dev: DeviceLike, sb: Super) -> str | None:
         ref = getattr(sb, name)
         if ref.blkno and not fmt.META_DEV_START_BLKNO <= ref.blkno < sb.total_meta_blocks:
             return f"{name} block {ref.blkno} out of range"
+    # what mkfs accepts for -Q (its address is any IPv4 address: one this host does not
+    # have is a valid configuration for another host, refused by the mount that binds it)
+    for nr, slot in sb.quorum_slots.items():
+        if not 0 <= nr < QUORUM_MAX_SLOTS:
+            return f"quorum slot {nr} out of range 0..{QUORUM_MAX_SLOTS - 1}"
+        if not 0 < slot.port <= 65535:
+            return f"quorum slot {nr} port {slot.port} out of range"
     return None
 
 

@@ -298,6 +298,37 @@ def _check_next_ino(sb: fmt.Super, items: dict[fmt.Key, bytes], problems: Proble
                      f"in use: new inodes would reuse live numbers")
 
 
+def _check_xattrs(xattrs: dict[tuple[int, int, int], dict[int, bytes]],
+                  inodes: dict[int, fmt.Inode], problems: Problems) -> None:
+    """Each xattr's parts (fs/xattr.py): an existing inode, an id below its next_xattr_id,
+    parts 0..n-1 exactly as many as the header's lengths need, and the key's hash the
+    name's (getxattr finds a name by its hash: listxattr would show a name getxattr misses).
+    """
+    hdr = fmt.XATTR_HDR
+    for (ino, name_hash, xid), parts in xattrs.items():
+        where = f"xattr (hash {name_hash:016x}, id {xid}) of inode {ino}"
+        inode = inodes.get(ino)
+        if inode is None:
+            problems.add(f"{where}: the inode does not exist")
+        elif xid >= inode.next_xattr_id:
+            problems.add(f"{where}: id not below the inode's next_xattr_id "
+                         f"{inode.next_xattr_id}")
+        first = parts.get(0)
+        if first is None or len(first) < hdr.size:
+            problems.add(f"{where}: no first part")
+            continue
+        nlen, vlen = hdr.unpack_from(first, 0)
+        need = (hdr.size + nlen + vlen + fmt.XATTR_PART_SIZE - 1) // fmt.XATTR_PART_SIZE
+        data = b"".join(bytes(parts[i]) for i in sorted(parts))
+        if sorted(parts) != list(range(need)) or len(data) != hdr.size + nlen + vlen:
+            problems.add(f"{where}: parts {sorted(parts)} hold {len(data)} bytes, the header "
+                         f"says {hdr.size + nlen + vlen} in {need} parts")
+            continue
+        name = data[hdr.size:hdr.size + nlen]
+        if not name or fmt.hash64(name) != name_hash:
+            problems.add(f"{where}: the key's hash is not the hash of its name {name!r}")
+
+
 def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
     inodes: dict[int, fmt.Inode] = {}
     dirents: dict[tuple[int, int], fmt.Dirent] = {}  # (dir, pos) -> dirent from DIRENT items
@@ -309,6 +340,7 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
     online: dict[int, int] = defaultdict(int)
     offline: dict[int, int] = defaultdict(int)
     extents_by_ino: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    xattrs: dict[tuple[int, int, int], dict[int, bytes]] = defaultdict(dict)  # parts
 
     for key, val in items.items():
         zone, first, typ, second, third, _fourth = key
@@ -342,6 +374,8 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
                     online[first] += length
                 if flags & fmt.EXTENT_FLAG_OFFLINE:
                     offline[first] += length
+            elif zone == fmt.ZONE_FS and typ == fmt.FS_XATTR:
+                xattrs[(first, second, third)][_fourth] = val
             elif zone == fmt.ZONE_ORPHAN:
                 orphans.add(second)
             elif zone == fmt.ZONE_INODE_INDEX and typ == fmt.INODE_INDEX_META_SEQ:
@@ -353,6 +387,7 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
 
     if fmt.ROOT_INO not in inodes:
         problems.add("the root inode (1) is missing")
+    _check_xattrs(xattrs, inodes, problems)
 
     links: dict[int, int] = defaultdict(int)
     subdirs: dict[int, int] = defaultdict(int)

@@ -18,8 +18,9 @@ and every log record or exception that carried a traceback.
   differed in its names, or what it wrote did not read back after a remount — fsck saw the
   damage;
 * ``altered``: the volume reads and writes consistently but some attribute or content
-  differs (a changed uid, an xattr value byte with the crc fixed up): indistinguishable
-  from legitimate use, so no checker can report it;
+  differs (a changed uid, an xattr value byte with the crc fixed up), or a quorum slot's
+  address became one this host does not have (the mount is refused saying so):
+  indistinguishable from legitimate use or configuration, so no checker can report it;
 * ``harmless``: the mount read exactly what the clean volume gives.
 
 Used by tests/unit/test_corrupt_fuzz.py (hypothesis, a short run in CI) and scripts/fuzz
@@ -580,6 +581,10 @@ def classify(result: dict, clean: dict) -> str:
     if result.get("tracebacks"):
         return "traceback"
     if result["mount"] == "refused":
+        if not result["fsck"] and "EADDRNOTAVAIL" in result.get("reason", ""):
+            # a quorum slot address this host does not have: a valid configuration (of
+            # another host), refused with that reason by the mount that must bind it
+            return "altered"
         outcome = "refused"
     elif any("EIO" in e for e in result["errors"]):
         outcome = "eio"

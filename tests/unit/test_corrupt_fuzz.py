@@ -62,3 +62,18 @@ def test_known_refusals(template, target, how, expect):
     result = corrupt.probe(m, d, PROBE_TIMEOUT_S)
     assert corrupt.classify(result, clean) == expect, corrupt.explain(result, clean)
     assert result["fsck"]
+
+
+def test_classify_refusals():
+    clean = {"mount": "mounted", "errors": [], "lost": [], "dump": {"/a": {"ino": 1}}}
+
+    def refused(reason, problems):
+        return {"mount": "refused", "reason": reason, "fsck": problems, "tracebacks": []}
+
+    # a quorum address of another host: valid configuration, no checker can call it damage
+    assert corrupt.classify(refused("mount: EADDRNOTAVAIL: quorum slot 0 address "
+                                    "111.0.0.1:5: Cannot assign requested address", []),
+                            clean) == "altered"
+    assert corrupt.classify(refused("mount: EIO: fs_root unreadable", ["fs_root: bad crc"]),
+                            clean) == "refused"
+    assert corrupt.classify(refused("mount: EIO: fs_root unreadable", []), clean) == "missed"

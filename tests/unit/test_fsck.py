@@ -221,3 +221,50 @@ def test_bad_quorum_block_is_reported(tmp_path):
         f.write(b"\xff")
     problems = fsck.check(meta, data)
     assert any(p.startswith("quorum slot 0:") and "bad crc" in p for p in problems), problems
+
+
+
+def test_super_with_impossible_quorum_slots_is_reported(tmp_path):
+    """A slot number past the quorum blocks or a port 0 in a super whose crc matches
+    (fuzzing found fsck raising on the first): fsck reports it, the mount's read refuses."""
+    import errno
+
+    import pytest
+
+    from fs.errors import FsError
+
+    for slots, why in (({25: fmt.QuorumSlot("127.0.0.1", 19700)}, "quorum slot 25 out of range"),
+                       ({0: fmt.QuorumSlot("127.0.0.1", 0)}, "quorum slot 0 port 0")):
+        meta, data = make(tmp_path)
+        _rewrite_super(meta, lambda sb, slots=slots: setattr(sb, "quorum_slots", slots))
+        dev = Device(meta)
+        with pytest.raises(FsError) as e:
+            read_super(dev)
+        dev.close()
+        assert e.value.errno == errno.EINVAL and why in str(e.value)
+        problems = fsck.check(meta, data)
+        assert problems and why in problems[0], problems
+
+
+def test_xattr_items_are_checked():
+    """An xattr whose key hash is not its name's (fuzzing: listxattr showed a name getxattr
+    said ENODATA for, and fsck called the volume clean), missing parts, an unknown inode."""
+    from fs.xattr import pack_parts
+
+    def with_xattr(ino, name, value, name_hash=None, drop_part=None):
+        items = good_tree()
+        items[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(
+            ino=1025, mode=0o100644, nlink=1, meta_seq=5, next_xattr_id=2))
+        h = fmt.hash64(name) if name_hash is None else name_hash
+        for nr, part in enumerate(pack_parts(name, value)):
+            if nr != drop_part:
+                items[fmt.xattr_key(ino, h, 1, nr)] = part
+        p = fsck.Problems()
+        fsck._check_items(items, p)
+        return "\n".join(p)
+
+    assert with_xattr(1025, b"user.a", b"v" * 2000) == ""
+    assert "not the hash of its name b'user.a'" in with_xattr(1025, b"user.a", b"v",
+                                                              name_hash=77)
+    assert "parts [0, 2] hold" in with_xattr(1025, b"user.a", b"v" * 2000, drop_part=1)
+    assert "inode 1099: the inode does not exist" in with_xattr(1099, b"user.a", b"v")
