@@ -177,6 +177,11 @@ def _allocator_problem(sb: fmt.Super, meta_free: ExtentSet, meta_pend: ExtentSet
         for start, length in ext.extents():
             if start < first or start + length > total:
                 return f"{name} extent {start}+{length} outside the device [{first}, {total})"
+    # every commit records the free sets' totals with them (fsck checks the same)
+    for name, recorded, ext in (("meta", sb.free_meta_blocks, meta_free),
+                                ("data", sb.free_data_blocks, data_free)):
+        if recorded != ext.total:
+            return f"free_{name}_blocks {recorded} but the {name}_free list holds {ext.total}"
     for name, a, b in (("meta", meta_free, meta_pend), ("data", data_free, data_pend)):
         for start, length in b.extents():
             if a.overlaps(start, length):
@@ -423,7 +428,10 @@ class Server:
                     await self._commit_locked()
             except Exception as e:
                 # a half-done commit leaves memory ahead of disk: stop serving
-                log.exception("server commit failed")
+                if isinstance(e, FsError):  # a reason (ENOSPC, EIO): one line
+                    log.error("server commit failed: %s", e)
+                else:
+                    log.exception("server commit failed")
                 self._fail(f"commit failed: {e}")
                 raise FsError(errno.EIO, f"server commit failed: {e}") from e
 

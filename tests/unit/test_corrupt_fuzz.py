@@ -77,3 +77,23 @@ def test_classify_refusals():
     assert corrupt.classify(refused("mount: EIO: fs_root unreadable", ["fs_root: bad crc"]),
                             clean) == "refused"
     assert corrupt.classify(refused("mount: EIO: fs_root unreadable", []), clean) == "missed"
+
+
+def test_empty_free_list_with_free_blocks_counted_is_refused(template):
+    """Hypothesis found it: meta_free's ref zeroed in a super whose crc was fixed up.  The
+    server then failed every commit with ENOSPC, at every election, and the mount hung."""
+    from fs import format as fmt
+    from fs.block import Device, read_super, write_super
+
+    meta, data, work, clean, _blocks = template
+    m, d = corrupt.copy_volume(meta, data, work)
+    dev = Device(m)
+    sb = read_super(dev)
+    sb.meta_free = fmt.BlockRef(0, sb.meta_free.seq)
+    write_super(dev, sb)
+    dev.flush()
+    dev.close()
+    result = corrupt.probe(m, d, PROBE_TIMEOUT_S)
+    assert corrupt.classify(result, clean) == "refused", corrupt.explain(result, clean)
+    assert "corrupt allocator state: free_meta_blocks" in result["reason"]
+    assert any("free_meta_blocks" in p for p in result["fsck"])

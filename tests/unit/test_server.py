@@ -812,3 +812,22 @@ def test_extent_lists_settle_with_tiny_list_blocks(monkeypatch):
             nursery.cancel_scope.cancel()
 
     run(main)
+
+
+def test_allocator_state_that_disagrees_with_the_super_is_corrupt():
+    """A super whose free count is not its free list's total (fuzzing: meta_free's ref
+    zeroed with the crc fixed up) once made the server fail its commit with ENOSPC at
+    every election while the mount waited; loading it is refused as corrupt now."""
+    from fs.alloc import ExtentSet
+    from fs.server import _allocator_problem
+
+    sb = fmt.Super(total_meta_blocks=512, total_data_blocks=4096,
+                   free_meta_blocks=100, free_data_blocks=1000)
+    meta_free = ExtentSet([(200, 100)])
+    data_free = ExtentSet([(fmt.DATA_DEV_START_BLKNO + 10, 1000)])
+    assert _allocator_problem(sb, meta_free, ExtentSet(), data_free, ExtentSet(), {}) is None
+    assert _allocator_problem(sb, ExtentSet(), ExtentSet(), data_free, ExtentSet(), {}) == \
+        "free_meta_blocks 100 but the meta_free list holds 0"
+    sb.free_data_blocks = 7
+    assert _allocator_problem(sb, meta_free, ExtentSet(), data_free, ExtentSet(), {}) == \
+        "free_data_blocks 7 but the data_free list holds 1000"
