@@ -6,6 +6,7 @@ xattr) receive it and never reach below it.  Unit tests build it with in-memory 
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,3 +35,42 @@ class MountContext:
     options: dict[str, Any] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     now: Callable[[], tuple[int, int]] = now_ts
+    # queue (never await) the kernel's cached pages of an inode to be dropped (release)
+    drop_pages: Callable[[int], None] | None = None
+    waiters: Any = None  # fs.datawait.DataWaiters, made on first use
+
+
+class InterruptToken:
+    """How a request adapter tells a long wait in the filesystem layer that its caller gave
+    up (a FUSE INTERRUPT).  The adapter sets `current_interrupt` for the duration of a
+    request and calls `fire()` (synchronous, never awaits) when the interrupt arrives; a
+    waiter registers a callback with `add` (run at once when already fired).  Only
+    interruptible waits use it: they end with EINTR and change nothing."""
+
+    __slots__ = ("fired", "_cbs")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._cbs: list[Callable[[], None]] = []
+
+    def add(self, cb: Callable[[], None]) -> None:
+        if self.fired:
+            cb()
+        else:
+            self._cbs.append(cb)
+
+    def remove(self, cb: Callable[[], None]) -> None:
+        try:
+            self._cbs.remove(cb)
+        except ValueError:
+            pass
+
+    def fire(self) -> None:
+        self.fired = True
+        cbs, self._cbs = self._cbs, []
+        for cb in cbs:
+            cb()
+
+
+current_interrupt: contextvars.ContextVar[InterruptToken | None] = contextvars.ContextVar(
+    "current_interrupt", default=None)

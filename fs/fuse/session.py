@@ -39,6 +39,7 @@ from typing import Any
 
 import trio
 
+from fs.context import InterruptToken, current_interrupt
 from fs.fuse import abi, kernel
 from fs.fuse.ops import Operations, ReaddirToken
 from fs.fuse.types import EntryAttributes, FUSEError, RequestContext, SetattrFields
@@ -119,13 +120,15 @@ def _cstr(body: memoryview, off: int = 0) -> tuple[bytes, int]:
 
 
 class Request:
-    __slots__ = ("unique", "opcode", "nodeid", "ctx", "scope", "interrupted", "name")
+    __slots__ = ("unique", "opcode", "nodeid", "ctx", "scope", "interrupted", "name", "token")
 
     def __init__(self, unique: int, opcode: int, nodeid: int, ctx: RequestContext):
         self.unique, self.opcode, self.nodeid, self.ctx = unique, opcode, nodeid, ctx
         self.scope: trio.CancelScope | None = None
         self.interrupted = False
         self.name = ""
+        # fired on INTERRUPT: interruptible waits of any handler (offline data) watch it
+        self.token = InterruptToken()
 
 
 class Session:
@@ -311,6 +314,7 @@ class Session:
         err = 0
         parts: Any = None
         self._inflight[req.unique] = req
+        tok = current_interrupt.set(req.token)
         try:
             if req.name in self.ops.interruptible:
                 with trio.CancelScope() as scope:
@@ -326,6 +330,7 @@ class Session:
             log.exception("FUSE %s request failed", req.name)
             err = errno.EIO
         finally:
+            current_interrupt.reset(tok)
             self._inflight.pop(req.unique, None)
         if err:
             self.reply_error(req.unique, err)
@@ -399,6 +404,7 @@ class Session:
         req.interrupted = True
         if req.name in self.ops.interruptible and req.scope is not None:
             req.scope.cancel()
+        req.token.fire()
 
     def _init(self, req: Request, body: memoryview) -> None:
         if len(body) >= abi.INIT_IN.size:
