@@ -627,9 +627,9 @@ async def _flush_kernel_pages(srv: ControlServer) -> None:
 @op("release")
 async def _release_op(srv: ControlServer, req: Request) -> dict:
     ino = await _file_ino(srv, req)
-    await srv.mount.fs.release(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
-                               _arg_int(req, "data_version"), writable=_writable(req),
-                               readonly=_readonly(srv))
+    await srv.mount.fs.release_data(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
+                                    _arg_int(req, "data_version"), writable=_writable(req),
+                                    readonly=_readonly(srv))
     await _flush_kernel_pages(srv)
     return {}
 
@@ -679,7 +679,7 @@ async def _data_wait_err_op(srv: ControlServer, req: Request) -> dict:
     _arg_int(req, "data_version")  # ignored, as upstream
     offset = _arg_int(req, "offset")
     count = _arg_int(req, "count")
-    op_ = _arg_int(req, "op")
+    op_ = _arg_int(req, "wait_op")
     err = req.args.get("err")
     if count == 0:
         return {"found": 0}

@@ -341,11 +341,15 @@ def _zeros(nbytes: int):
 
 
 
-async def read(mctx, ino: int, offset: int, size: int) -> bytes:
-    """`_read_once`, retried after waiting for offline data (fs.datawait)."""
-    return await datawait.retry(mctx, _read_once, ino, offset, size)
+async def read(mctx, ino: int, offset: int, size: int, short: bool = False) -> bytes:
+    """`_read_once`, retried after waiting for offline data (fs.datawait).
 
-async def _read_once(mctx, ino: int, offset: int, size: int) -> bytes:
+    A read whose first block is offline waits.  With `short` (the FUSE adapter: the kernel
+    reads ahead), a read whose first blocks are online returns just those when offline
+    blocks follow; without it the whole range must be online first."""
+    return await datawait.retry(mctx, _read_once, ino, offset, size, short)
+
+async def _read_once(mctx, ino: int, offset: int, size: int, short: bool = False) -> bytes:
     """Up to size bytes at offset, clamped to i_size; holes and unwritten blocks are zeros."""
     if offset < 0 or size < 0:
         raise FsError(errno.EINVAL)
@@ -364,8 +368,15 @@ async def _read_once(mctx, ino: int, offset: int, size: int) -> bytes:
         exts = await load_extents(mctx, ino, first, last, lock)
         for e in exts:
             if e.offline:
-                # later: wait for staging and retry; for now the hook fails with EIO
-                wait_for_online(mctx, ino, max(e.start, first), OP_READ)
+                if e.start <= first or not short:
+                    wait_for_online(mctx, ino, max(e.start, first), OP_READ)
+                # the kernel's readahead asks for more than the reader wants: answer
+                # the online blocks before the offline ones (a short read); the
+                # kernel asks again for the rest, which then waits
+                last = e.start - 1
+                end = min(end, (last + 1) << BLOCK_SHIFT)
+                exts = [x for x in exts if x.start <= last]
+                break
 
         # runs of (blkno or 0 for zeros, nblocks), device runs physically contiguous
         runs: list[list[int]] = []

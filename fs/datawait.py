@@ -17,6 +17,12 @@ Wakeups (all synchronous: they set events, nothing awaits):
 - the request's `InterruptToken` (fs.context) -- a FUSE INTERRUPT ends the wait with
   EINTR, leaving nothing registered.
 
+A read failed by DATA_WAIT_ERR leaves its error for one more read of the same block: the
+kernel's readahead READ is a background request, and when it fails the kernel reads the
+page the reader wants again, synchronously, which would otherwise wait anew.  That error is
+consumed by the next read of (ino, iblock) that would wait, and dropped when the inode's
+blocks change on this mount (`wake_ino`).
+
 Concurrency rule: the registry is only touched between awaits (atomic under trio); a waiter
 holds no cluster lock, rwsem, transaction or trio lock while it is parked.
 """
@@ -58,8 +64,13 @@ class DataWaiters:
 
     def __init__(self) -> None:
         self.by_ino: dict[int, list[Waiter]] = {}
+        self.read_errs: dict[tuple[int, int], int] = {}  # (ino, iblock) -> errno, see above
 
     def register(self, ino: int, iblock: int, op: int) -> Waiter:
+        if op == OP_READ and self.read_errs:
+            err = self.read_errs.pop((ino, iblock), 0)
+            if err:
+                raise FsError(err, f"data wait of inode {ino} failed")
         w = Waiter(ino, iblock, op)
         self.by_ino.setdefault(ino, []).append(w)
         return w
@@ -76,6 +87,8 @@ class DataWaiters:
             del self.by_ino[w.ino]
 
     def wake_ino(self, ino: int) -> int:
+        for k in [k for k in self.read_errs if k[0] == ino]:
+            del self.read_errs[k]
         n = 0
         for w in self.by_ino.get(ino, ()):
             w.event.set()
@@ -108,6 +121,8 @@ class DataWaiters:
                 w.err = err
                 w.event.set()
                 n += 1
+                if w.op == OP_READ and len(self.read_errs) < 4096:
+                    self.read_errs[(ino, w.iblock)] = err
         return n
 
 

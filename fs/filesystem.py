@@ -662,7 +662,10 @@ class Filesystem:
 
     # ------------------------------------------------------------------ delegation
 
-    async def read(self, ino: int, offset: int, size: int) -> bytes:
+    async def read(self, ino: int, offset: int, size: int, short: bool = False) -> bytes:
+        """`short`: stop before offline blocks that follow online ones (see fs.data.read)."""
+        if short:
+            return await self._data().read(self.mctx, ino, offset, size, short=True)
         return await self._data().read(self.mctx, ino, offset, size)
 
     async def write(self, ino: int, offset: int, data, ctx: Ctx | None = None,
@@ -679,7 +682,7 @@ class Filesystem:
 
     # ------------------------------------------------------------------ archive (fs.archive)
 
-    async def release(self, ino: int, offset: int, length: int, data_version: int, *,
+    async def release_data(self, ino: int, offset: int, length: int, data_version: int, *,
                       writable: bool, readonly: bool = False) -> None:
         from fs import archive
 

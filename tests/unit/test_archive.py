@@ -16,7 +16,6 @@ from fs import format as fmt
 from fs.context import InterruptToken, current_interrupt
 from fs.errors import FsError
 from fs.testing.fakes import errno_of, make_context
-
 from tests.unit.test_data import (
     BS,
     CTX,
