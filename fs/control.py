@@ -688,7 +688,8 @@ async def _data_wait_err_op(srv: ControlServer, req: Request) -> dict:
     if offset + count - 1 > U64_MAX:
         raise FsError(errno.EINVAL)
     fs = srv.mount.fs
-    cached = ino in getattr(srv.mount, "kernel_inodes", ()) or fs.has_data_waiters(ino)
+    cached = (ino == 1 or ino in getattr(srv.mount, "kernel_inodes", ())
+              or fs.has_data_waiters(ino))
     if not cached or ino == 0:
         raise FsError(errno.ESTALE)
     a = await fs.getattr(ino)

@@ -100,7 +100,7 @@ echo "== argument checks"
 run scoutfs data-wait-err -p "$T_D1" -I "$INO" -V "$V" -F 0 -C 1 -O chop -E -5
 run scoutfs data-wait-err -p "$T_D1" -I "$INO" -V "$V" -F 0 -C 1 -O read -E 0
 run scoutfs data-wait-err -p "$T_D1" -I "$INO" -V "$V" -F 0 -C 1 -O read -E -4096
-run scoutfs data-wait-err -p "$T_D1" -I "$INO" -V "$V" -F 1 -C 0xffffffffffffffff -O read -E -5
+run scoutfs data-wait-err -p "$T_D1" -I "$INO" -V "$V" -F 2 -C 0xffffffffffffffff -O read -E -5
 run scoutfs data-wait-err -p "$T_D1" -I 1 -V "$V" -F 0 -C 1 -O read -E -5
 run scoutfs data-wait-err -p "$T_D1" -I 999999999 -V "$V" -F 0 -C 1 -O read -E -5
 run setpriv --reuid=22222 --regid=44444 --clear-groups \
