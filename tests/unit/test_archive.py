@@ -471,3 +471,58 @@ def test_unaligned_stage_end_inside_offline_is_einval():
         assert ei.value.errno == errno.EINVAL
 
     run(main)
+
+
+# --------------------------------------------------------------------------- control ops
+
+
+def test_control_data_waiting_and_wait_err_ops():
+    """The control socket's DATA_WAITING / DATA_WAIT_ERR requests (fs/control.py), in
+    process: argument checks in the spec's order, and a waiter failed through them."""
+    import json
+    from types import SimpleNamespace
+
+    from fs.control import ControlServer
+    from fs.filesystem import Filesystem
+
+    async def main():
+        mctx = make_context()
+        dv = await new_file(mctx, pattern(2 * BS))
+        await rel(mctx, 0, 2 * BS, dv)
+        mount = SimpleNamespace(fs=Filesystem(mctx), kernel_inodes={INO}, options={})
+        srv = ControlServer(mount, 0, 0, path="/nonexistent/x.sock")
+
+        async def ask(uid=0, **args):
+            return await srv._handle(json.dumps(args).encode(), 1, uid, 0, [])
+
+        def dwe(**kw):
+            a = dict(op="data_wait_err", ino=INO, data_version=0, offset=0, count=BS,
+                     wait_op=datawait.OP_READ, err=-errno.EIO)
+            a.update(kw)
+            return a
+
+        res = []
+
+        async def reader():
+            res.append(await errno_of(data.read(mctx, INO, BS, 10)))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(reader)
+            await _wait_registered(mctx)
+            assert await ask(op="data_waiting", flags=1) == {"errno": errno.EINVAL}
+            assert await ask(op="data_waiting", after_ino=0, after_iblock=0) == {
+                "errno": 0, "entries": [[INO, 1, datawait.OP_READ]]}
+            assert await ask(op="data_waiting", after_ino=INO, after_iblock=1) == {
+                "errno": 0, "entries": []}
+            assert await ask(**dwe(count=0, err=7)) == {"errno": 0, "found": 0}
+            assert (await ask(**dwe(wait_op=8)))["errno"] == errno.EINVAL
+            assert (await ask(**dwe(err=0)))["errno"] == errno.EINVAL
+            assert (await ask(**dwe(err=-4096)))["errno"] == errno.EINVAL
+            assert (await ask(**dwe(offset=2, count=(1 << 64) - 1)))["errno"] == errno.EINVAL
+            assert (await ask(**dwe(ino=INO + 7)))["errno"] == errno.ESTALE
+            assert (await ask(**dwe(ino=fmt.ROOT_INO)))["errno"] == errno.EINVAL
+            assert await ask(**dwe(offset=0, count=BS)) == {"errno": 0, "found": 0}
+            assert await ask(**dwe(offset=BS, count=1)) == {"errno": 0, "found": 1}
+        assert res == [errno.EIO]
+
+    run(main)
