@@ -333,9 +333,15 @@ class Mount:
             # another mount writes: queued to the notifier thread (ARCHITECTURE.md §5)
             known = self.kernel_inodes
             queued = 0
+            waiting = getattr(waiters, "by_ino", None) or {}
             for ino in range(lock.start[1], lock.end[1] + 1):
                 if ino in known:
-                    self.notifier.queue_invalidate_inode(ino)
+                    # a read waiting for offline blocks of ino holds its pages locked: the
+                    # page invalidation would stall the notifier's page thread until the
+                    # blocks are staged.  Its online pages can't have changed meanwhile
+                    # (a write elsewhere would have waited for the offline ones first), so
+                    # only its attributes are dropped.
+                    self.notifier.queue_invalidate_inode(ino, attr_only=ino in waiting)
                     queued += 1
             # The kernel trusts cached sizes for up to a jiffy even with attr timeouts of
             # 0: once we reply, another mount's append can return before our reader's next

@@ -92,8 +92,11 @@ WRITER=$!
 PIDS="$PIDS $WRITER"
 wait_for_waiting "$T_D1" "ino INO iblock 0 ops write"
 waiting "$T_D1"
+# (bash reports a killed job on the shell's stderr when it reaps it: not output)
+exec {err}>&2 2>/dev/null
 kill -9 "$WRITER"
-wait "$WRITER" 2>/dev/null
+wait "$WRITER"
+exec 2>&"$err" {err}>&-
 wait_for_waiting "$T_D1" "" && echo "no waiters"
 
 echo "== argument checks"
