@@ -47,17 +47,24 @@ class InterruptToken:
     waiter registers a callback with `add` (run at once when already fired).  Only
     interruptible waits use it: they end with EINTR and change nothing."""
 
-    __slots__ = ("fired", "_cbs")
+    __slots__ = ("fired", "_cbs", "on_wait")
 
     def __init__(self) -> None:
         self.fired = False
         self._cbs: list[Callable[[], None]] = []
+        # called (synchronously, once) when a wait first registers: the adapter may start
+        # watching for the caller's exit then (a FUSE background request is never
+        # interrupted by the kernel)
+        self.on_wait: Callable[[], None] | None = None
 
     def add(self, cb: Callable[[], None]) -> None:
         if self.fired:
             cb()
-        else:
-            self._cbs.append(cb)
+            return
+        self._cbs.append(cb)
+        if self.on_wait is not None:
+            on_wait, self.on_wait = self.on_wait, None
+            on_wait()
 
     def remove(self, cb: Callable[[], None]) -> None:
         try:

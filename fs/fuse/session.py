@@ -120,7 +120,8 @@ def _cstr(body: memoryview, off: int = 0) -> tuple[bytes, int]:
 
 
 class Request:
-    __slots__ = ("unique", "opcode", "nodeid", "ctx", "scope", "interrupted", "name", "token")
+    __slots__ = ("unique", "opcode", "nodeid", "ctx", "scope", "interrupted", "name", "token",
+                 "exit_scope")
 
     def __init__(self, unique: int, opcode: int, nodeid: int, ctx: RequestContext):
         self.unique, self.opcode, self.nodeid, self.ctx = unique, opcode, nodeid, ctx
@@ -129,6 +130,7 @@ class Request:
         self.name = ""
         # fired on INTERRUPT: interruptible waits of any handler (offline data) watch it
         self.token = InterruptToken()
+        self.exit_scope: trio.CancelScope | None = None  # of the caller's exit watcher
 
 
 class Session:
@@ -314,6 +316,7 @@ class Session:
         err = 0
         parts: Any = None
         self._inflight[req.unique] = req
+        req.token.on_wait = lambda: self._watch_exit(req)
         tok = current_interrupt.set(req.token)
         try:
             if req.name in self.ops.interruptible:
@@ -331,6 +334,8 @@ class Session:
             err = errno.EIO
         finally:
             current_interrupt.reset(tok)
+            if req.exit_scope is not None:
+                req.exit_scope.cancel()
             self._inflight.pop(req.unique, None)
         if err:
             self.reply_error(req.unique, err)
@@ -396,6 +401,29 @@ class Session:
             log.error("BATCH_FORGET of %d entries in %d bytes: ignored", count, len(body))
             return
         self._forget(list(abi.FORGET_ONE.iter_unpack(body[abi.BATCH_FORGET_IN.size:need])))
+
+    def _watch_exit(self, req: Request) -> None:
+        """A handler waits interruptibly (offline data): also end the wait when the calling
+        process exits.  The kernel interrupts a request whose caller got a signal, but
+        never a background one (readahead): without this a killed reader's read would wait
+        on.  Event driven (a pidfd), only for requests that wait."""
+        if req.ctx.pid > 0 and self._nursery is not None:
+            self._nursery.start_soon(self._exit_watcher, req)
+
+    async def _exit_watcher(self, req: Request) -> None:
+        try:
+            fd = os.pidfd_open(req.ctx.pid)
+        except OSError:
+            return  # gone already (then its signal interrupted it) or not a process
+        try:
+            with trio.CancelScope() as scope:
+                req.exit_scope = scope
+                if req.unique not in self._inflight:
+                    return
+                await trio.lowlevel.wait_readable(fd)
+                req.token.fire()
+        finally:
+            os.close(fd)
 
     def _interrupt(self, unique: int) -> None:
         req = self._inflight.get(unique)

@@ -3,7 +3,9 @@
 # offline blocks fail with the errno it gives; it reports how many it
 # found; its argument checks.  A truncate waits with op change_size at
 # iblock 0, and its entry merges with a reader's of the same block.  A
-# killed waiter disappears.
+# killed waiter disappears, a reader too (its read is the kernel's
+# readahead, a request the kernel never interrupts: the daemon watches
+# the caller's exit).
 #
 
 t_require_commands scoutfs dd stat cat truncate setpriv head cmp
@@ -96,6 +98,18 @@ waiting "$T_D1"
 exec {err}>&2 2>/dev/null
 kill -9 "$WRITER"
 wait "$WRITER"
+exec 2>&"$err" {err}>&-
+wait_for_waiting "$T_D1" "" && echo "no waiters"
+
+echo "== a killed reader disappears"
+cat "$FILE" > /dev/null &
+READER=$!
+PIDS="$PIDS $READER"
+wait_for_waiting "$T_D1" "ino INO iblock 0 ops read"
+waiting "$T_D1"
+exec {err}>&2 2>/dev/null
+kill -9 "$READER"
+wait "$READER"
 exec 2>&"$err" {err}>&-
 wait_for_waiting "$T_D1" "" && echo "no waiters"
 
