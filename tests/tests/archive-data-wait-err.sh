@@ -23,9 +23,9 @@ waiting()
 # wait (at most 60 s) until data-waiting on mount dir $1 prints exactly $2
 wait_for_waiting()
 {
-	local i
+	local end=$((SECONDS + 60))
 
-	for i in $(seq 1 600); do
+	while [ "$SECONDS" -lt "$end" ]; do
 		[ "$(waiting "$1")" = "$2" ] && return 0
 		sleep 0.1
 	done

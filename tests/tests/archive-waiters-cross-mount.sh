@@ -28,9 +28,9 @@ waiting()
 # wait (at most 60 s) until data-waiting on mount dir $1 prints $2 lines
 wait_for_waiters()
 {
-	local i
+	local end=$((SECONDS + 60))
 
-	for i in $(seq 1 600); do
+	while [ "$SECONDS" -lt "$end" ]; do
 		[ "$(waiting "$1" | wc -l)" -eq "$2" ] && return 0
 		sleep 0.1
 	done
