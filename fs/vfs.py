@@ -380,11 +380,12 @@ class ScoutfsOperations(fuse.Operations):
             if stat.S_ISREG(a.mode):
                 await self.fs.setattr(ino, size=0, mtime="now", ctime="now", ctx=ctx)
         # keep_cache off: the kernel drops cached pages on open; direct_io off.  But not
-        # while a read of the inode is in flight here: it holds its pages locked, maybe
-        # waiting for offline data, and the open (of the stage that would end the wait,
-        # say) would wait for those pages.  Pages another mount made stale are dropped
-        # by the lock invalidation's notifications all the same.
-        keep = self.reading.get(ino, 0) > 0
+        # while a read of the inode waits here for offline data: it holds its pages
+        # locked, and the open (of the stage that would end the wait, say) would wait for
+        # those pages.  Pages another mount made stale are dropped by the lock
+        # invalidation's notifications all the same.
+        waiting = getattr(self.fs, "has_data_waiters", None)
+        keep = self.reading.get(ino, 0) > 0 and (waiting is None or waiting(ino))
         fh = self._new_fh(ino, ctx)
         if flags & os.O_APPEND:
             self.append_fhs.add(fh)
