@@ -6,6 +6,7 @@ xattr) receive it and never reach below it.  Unit tests build it with in-memory 
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,3 +35,49 @@ class MountContext:
     options: dict[str, Any] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     now: Callable[[], tuple[int, int]] = now_ts
+    # queue (never await) the kernel's cached pages of an inode to be dropped (release)
+    drop_pages: Callable[[int], None] | None = None
+    waiters: Any = None  # fs.datawait.DataWaiters, made on first use
+
+
+class InterruptToken:
+    """How a request adapter tells a long wait in the filesystem layer that its caller gave
+    up (a FUSE INTERRUPT).  The adapter sets `current_interrupt` for the duration of a
+    request and calls `fire()` (synchronous, never awaits) when the interrupt arrives; a
+    waiter registers a callback with `add` (run at once when already fired).  Only
+    interruptible waits use it: they end with EINTR and change nothing."""
+
+    __slots__ = ("fired", "_cbs", "on_wait")
+
+    def __init__(self) -> None:
+        self.fired = False
+        self._cbs: list[Callable[[], None]] = []
+        # called (synchronously, once) when a wait first registers: the adapter may start
+        # watching for the caller's exit then (a FUSE background request is never
+        # interrupted by the kernel)
+        self.on_wait: Callable[[], None] | None = None
+
+    def add(self, cb: Callable[[], None]) -> None:
+        if self.fired:
+            cb()
+            return
+        self._cbs.append(cb)
+        if self.on_wait is not None:
+            on_wait, self.on_wait = self.on_wait, None
+            on_wait()
+
+    def remove(self, cb: Callable[[], None]) -> None:
+        try:
+            self._cbs.remove(cb)
+        except ValueError:
+            pass
+
+    def fire(self) -> None:
+        self.fired = True
+        cbs, self._cbs = self._cbs, []
+        for cb in cbs:
+            cb()
+
+
+current_interrupt: contextvars.ContextVar[InterruptToken | None] = contextvars.ContextVar(
+    "current_interrupt", default=None)

@@ -580,6 +580,148 @@ async def _stat_more(srv: ControlServer, req: Request) -> dict:
             "crtime_sec": sec, "crtime_nsec": nsec}
 
 
+# ---- archive ops (fs/archive.py, fs/datawait.py): upstream's RELEASE, STAGE, DATA_WAITING,
+# DATA_WAIT_ERR, SETATTR_MORE and PUNCH_OFFLINE ioctls.  Each acts on the fd the caller
+# opened and passed; how it was opened (for writing, O_APPEND...) is read from the fd's
+# flags.  Checks and errnos are the filesystem layer's, in the spec's order.
+
+U64_MAX = (1 << 64) - 1
+STAGE_MAX_BYTES = 1 << 20  # decoded payload of one stage request
+
+
+def _arg_int(req: Request, name: str, default: int | None = 0, lo: int = 0,
+             hi: int = U64_MAX) -> int:
+    v = req.args.get(name, default)
+    if type(v) is not int or not lo <= v <= hi:
+        raise FsError(errno.EINVAL)
+    return v
+
+
+async def _file_ino(srv: ControlServer, req: Request) -> int:
+    """The passed fd's inode; ENOTTY for a device node, fifo or socket (the ioctl of such
+    an fd never reaches the filesystem)."""
+    if not req.fds:
+        raise FsError(errno.EBADF)
+    ino = req.inode(0)
+    a = await srv.mount.fs.getattr(ino)
+    if not (stat.S_ISREG(a.mode) or stat.S_ISDIR(a.mode)):
+        raise FsError(errno.ENOTTY)
+    return ino
+
+
+def _writable(req: Request) -> bool:
+    return req.open_flags() & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+
+
+def _readonly(srv: ControlServer) -> bool:
+    return bool(getattr(srv.mount, "options", {}).get("ro"))
+
+
+async def _flush_kernel_pages(srv: ControlServer) -> None:
+    """Wait (boundedly, holding nothing) for the page invalidations a release queued."""
+    notifier = getattr(srv.mount, "notifier", None)
+    if notifier is not None:
+        await notifier.flush(1.0)
+
+
+@op("release")
+async def _release_op(srv: ControlServer, req: Request) -> dict:
+    ino = await _file_ino(srv, req)
+    await srv.mount.fs.release_data(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
+                                    _arg_int(req, "data_version"), writable=_writable(req),
+                                    readonly=_readonly(srv))
+    await _flush_kernel_pages(srv)
+    return {}
+
+
+@op("stage")
+async def _stage_op(srv: ControlServer, req: Request) -> dict:
+    import base64
+    import binascii
+
+    ino = await _file_ino(srv, req)
+    data = req.args.get("data", "")
+    if not isinstance(data, str) or len(data) > (STAGE_MAX_BYTES * 4 // 3) + 4:
+        raise FsError(errno.EINVAL)
+    try:
+        buf = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise FsError(errno.EINVAL) from None
+    if len(buf) > STAGE_MAX_BYTES:
+        raise FsError(errno.EINVAL)
+    flags = req.open_flags()
+    bad = bool(flags & (os.O_APPEND | os.O_DIRECT | os.O_DSYNC))
+    n = await srv.mount.fs.stage(ino, _arg_int(req, "offset"), buf,
+                                 _arg_int(req, "data_version"), writable=_writable(req),
+                                 bad_flags=bad, readonly=_readonly(srv))
+    return {"staged": n}
+
+
+@op("data_waiting")
+async def _data_waiting_op(srv: ControlServer, req: Request) -> dict:
+    req.check_mount_fd()
+    if _arg_int(req, "flags"):
+        raise FsError(errno.EINVAL)
+    nr = _arg_int(req, "nr", 128, 1, 4096)
+    ents = srv.mount.fs.data_waiting(_arg_int(req, "after_ino"),
+                                     _arg_int(req, "after_iblock"), nr)
+    return {"entries": [list(e) for e in ents]}
+
+
+@op("data_wait_err")
+async def _data_wait_err_op(srv: ControlServer, req: Request) -> dict:
+    from fs.datawait import OP_MASK
+
+    req.check_mount_fd()
+    if req.uid != 0:
+        raise FsError(errno.EPERM)
+    ino = _arg_int(req, "ino")
+    _arg_int(req, "data_version")  # ignored, as upstream
+    offset = _arg_int(req, "offset")
+    count = _arg_int(req, "count")
+    op_ = _arg_int(req, "wait_op")
+    err = req.args.get("err")
+    if count == 0:
+        return {"found": 0}
+    if type(err) is not int or not -4095 <= err <= -1 or not op_ or op_ & ~OP_MASK:
+        raise FsError(errno.EINVAL)
+    if offset + count - 1 > U64_MAX:
+        raise FsError(errno.EINVAL)
+    fs = srv.mount.fs
+    cached = (ino == 1 or ino in getattr(srv.mount, "kernel_inodes", ())
+              or fs.has_data_waiters(ino))
+    if not cached or ino == 0:
+        raise FsError(errno.ESTALE)
+    a = await fs.getattr(ino)
+    if not stat.S_ISREG(a.mode):
+        raise FsError(errno.EINVAL)
+    first = offset >> 12
+    last = (offset + count - 1) >> 12
+    return {"found": fs.data_wait_err(ino, first, last, op_, -err)}
+
+
+@op("setattr_more")
+async def _setattr_more_op(srv: ControlServer, req: Request) -> dict:
+    ino = await _file_ino(srv, req)
+    await srv.mount.fs.setattr_more(
+        ino, data_version=_arg_int(req, "data_version"), size=_arg_int(req, "i_size"),
+        flags=_arg_int(req, "flags"),
+        ctime=(_arg_int(req, "ctime_sec"), _arg_int(req, "ctime_nsec", 0, 0, 999_999_999)),
+        crtime=(_arg_int(req, "crtime_sec"),
+                _arg_int(req, "crtime_nsec", 0, 0, 999_999_999)),
+        writable=_writable(req), admin=req.uid == 0)
+    return {}
+
+
+@op("punch_offline")
+async def _punch_offline_op(srv: ControlServer, req: Request) -> dict:
+    ino = await _file_ino(srv, req)
+    await srv.mount.fs.punch_offline(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
+                                     _arg_int(req, "data_version"), _arg_int(req, "flags"),
+                                     writable=_writable(req))
+    return {}
+
+
 @op("sync")
 async def _sync(srv: ControlServer, req: Request) -> dict:
     req.check_mount_fd()

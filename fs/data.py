@@ -43,6 +43,7 @@ from typing import NamedTuple
 
 import trio
 
+from fs import datawait
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs.errors import FsError
@@ -300,11 +301,11 @@ def stat_blocks(inode: fmt.Inode) -> int:
     return (inode.online_blocks + inode.offline_blocks) * (BLOCK_SIZE // 512)
 
 
-async def wait_for_online(mctx, ino: int, iblock: int, op: int) -> None:
-    """Hook for data waiters (spec §5.5): an access of offline data blocks until staging
-    brings it online, then the caller retries.  Not implemented yet: it fails with EIO.
-    """
-    raise FsError(errno.EIO, f"offline data of inode {ino} at block {iblock} (op {op})")
+def wait_for_online(mctx, ino: int, iblock: int, op: int) -> None:
+    """An access of offline data (spec §5.5): register a waiter while the caller still
+    holds the inode's lock and leave the operation (`fs.datawait.MustWait`); the public
+    entry points retry once staging (or data-wait-err, or an interrupt) ends the wait."""
+    datawait.must_wait(mctx, ino, iblock, op)
 
 
 async def _first_offline(mctx, ino: int, first: int, last: int, lock) -> int | None:
@@ -339,7 +340,16 @@ def _zeros(nbytes: int):
 # --------------------------------------------------------------------------- read
 
 
-async def read(mctx, ino: int, offset: int, size: int) -> bytes:
+
+async def read(mctx, ino: int, offset: int, size: int, short: bool = False) -> bytes:
+    """`_read_once`, retried after waiting for offline data (fs.datawait).
+
+    A read whose first block is offline waits.  With `short` (the FUSE adapter: the kernel
+    reads ahead), a read whose first blocks are online returns just those when offline
+    blocks follow; without it the whole range must be online first."""
+    return await datawait.retry(mctx, _read_once, ino, offset, size, short)
+
+async def _read_once(mctx, ino: int, offset: int, size: int, short: bool = False) -> bytes:
     """Up to size bytes at offset, clamped to i_size; holes and unwritten blocks are zeros."""
     if offset < 0 or size < 0:
         raise FsError(errno.EINVAL)
@@ -358,8 +368,15 @@ async def read(mctx, ino: int, offset: int, size: int) -> bytes:
         exts = await load_extents(mctx, ino, first, last, lock)
         for e in exts:
             if e.offline:
-                # later: wait for staging and retry; for now the hook fails with EIO
-                await wait_for_online(mctx, ino, max(e.start, first), OP_READ)
+                if e.start <= first or not short:
+                    wait_for_online(mctx, ino, max(e.start, first), OP_READ)
+                # the kernel's readahead asks for more than the reader wants: answer
+                # the online blocks before the offline ones (a short read); the
+                # kernel asks again for the rest, which then waits
+                last = e.start - 1
+                end = min(end, (last + 1) << BLOCK_SHIFT)
+                exts = [x for x in exts if x.start <= last]
+                break
 
         # runs of (blkno or 0 for zeros, nblocks), device runs physically contiguous
         runs: list[list[int]] = []
@@ -482,7 +499,12 @@ async def _write_segs(mctx, segs: list[_Seg], mv: memoryview, offset: int, end: 
         await _dev_write(mctx, dev_off, buf)
 
 
+
 async def write(mctx, ino: int, offset: int, data, ctx, append: bool = False) -> int:
+    """`_write_once`, retried after waiting for offline data (fs.datawait)."""
+    return await datawait.retry(mctx, _write_once, ino, offset, data, ctx, append=append)
+
+async def _write_once(mctx, ino: int, offset: int, data, ctx, append: bool = False) -> int:
     """Write data at offset; returns the bytes written (all of them, or an error).
 
     `append` (the file was opened O_APPEND) writes at the size the inode has under its
@@ -517,7 +539,7 @@ async def write(mctx, ino: int, offset: int, data, ctx, append: bool = False) ->
                 nblk = (inode.size + BLOCK_SIZE - 1) >> BLOCK_SHIFT
                 off_b = await _first_offline(mctx, ino, 0, max(nblk, last + 1) - 1, lock)
                 if off_b is not None:
-                    await wait_for_online(mctx, ino, off_b, OP_WRITE)
+                    wait_for_online(mctx, ino, off_b, OP_WRITE)
             window = await load_extents(mctx, ino, max(first - 1, 0), last + 1, lock)
             plan, nalloc = _plan(window, first, last)
             async with mctx.trans.hold(data_blocks=nalloc):
@@ -553,7 +575,12 @@ def _free_extent_blocks(mctx, e: Extent, first: int, last: int) -> None:
         mctx.trans.data_alloc.free(e.blkno + (first - e.start), last - first + 1)
 
 
+
 async def truncate(mctx, ino: int, size: int, ctx) -> None:
+    """`_truncate_once`, retried after waiting for offline data (fs.datawait)."""
+    return await datawait.retry(mctx, _truncate_once, ino, size, ctx)
+
+async def _truncate_once(mctx, ino: int, size: int, ctx) -> None:
     """Set i_size: shrinking frees whole blocks past it and zeroes the tail of the last
     partial block; growing leaves a sparse tail.  A size change updates mtime, ctime,
     data_version and data_seq; the same size updates only mtime and ctime."""
@@ -578,7 +605,7 @@ async def truncate(mctx, ino: int, size: int, ctx) -> None:
             if size and inode.offline_blocks:
                 off_b = await _first_offline(mctx, ino, 0, keep - 1, lock)
                 if off_b is not None:
-                    await wait_for_online(mctx, ino, 0, OP_CHANGE_SIZE)
+                    wait_for_online(mctx, ino, 0, OP_CHANGE_SIZE)
             if size > inode.size:  # growing: a sparse tail, nothing to free or zero
                 async with mctx.trans.hold():
                     inode = await inode_mod.load_inode(mctx, ino, lock)
@@ -692,7 +719,12 @@ async def _hold_for_alloc(mctx, stack: AsyncExitStack, nblocks: int) -> None:
         await stack.enter_async_context(mctx.trans.hold(data_blocks=1))
 
 
+
 async def fallocate(mctx, ino: int, mode: int, offset: int, length: int, ctx) -> None:
+    """`_fallocate_once`, retried after waiting for offline data (fs.datawait)."""
+    return await datawait.retry(mctx, _fallocate_once, ino, mode, offset, length, ctx)
+
+async def _fallocate_once(mctx, ino: int, mode: int, offset: int, length: int, ctx) -> None:
     """Allocate the holes of the byte range [offset, offset+length) as UNWRITTEN extents.
 
     Blocks that are already mapped stay as they are.  Unwritten blocks read as zeros, are
@@ -727,7 +759,7 @@ async def fallocate(mctx, ino: int, mode: int, offset: int, length: int, ctx) ->
             if inode.offline_blocks:
                 off_b = await _first_offline(mctx, ino, first, last, lock)
                 if off_b is not None:
-                    await wait_for_online(mctx, ino, off_b, OP_WRITE)
+                    wait_for_online(mctx, ino, off_b, OP_WRITE)
             changed = False  # data_version bumped already
             b = first
             while True:

@@ -662,7 +662,10 @@ class Filesystem:
 
     # ------------------------------------------------------------------ delegation
 
-    async def read(self, ino: int, offset: int, size: int) -> bytes:
+    async def read(self, ino: int, offset: int, size: int, short: bool = False) -> bytes:
+        """`short`: stop before offline blocks that follow online ones (see fs.data.read)."""
+        if short:
+            return await self._data().read(self.mctx, ino, offset, size, short=True)
         return await self._data().read(self.mctx, ino, offset, size)
 
     async def write(self, ino: int, offset: int, data, ctx: Ctx | None = None,
@@ -676,6 +679,51 @@ class Filesystem:
                         ctx: Ctx | None = None) -> None:
         """fallocate(2) with mode 0 or FALLOC_FL_KEEP_SIZE (see `fs.data.fallocate`)."""
         await self._data().fallocate(self.mctx, ino, mode, offset, length, ctx)
+
+    # ------------------------------------------------------------------ archive (fs.archive)
+
+    async def release_data(self, ino: int, offset: int, length: int, data_version: int, *,
+                      writable: bool, readonly: bool = False) -> None:
+        from fs import archive
+
+        await archive.release(self.mctx, ino, offset, length, data_version,
+                              writable=writable, readonly=readonly)
+
+    async def stage(self, ino: int, offset: int, buf, data_version: int, *, writable: bool,
+                    bad_flags: bool = False, readonly: bool = False) -> int:
+        from fs import archive
+
+        return await archive.stage(self.mctx, ino, offset, buf, data_version,
+                                   writable=writable, bad_flags=bad_flags, readonly=readonly)
+
+    async def punch_offline(self, ino: int, offset: int, length: int, data_version: int,
+                            flags: int, *, writable: bool) -> None:
+        from fs import archive
+
+        await archive.punch_offline(self.mctx, ino, offset, length, data_version, flags,
+                                    writable=writable)
+
+    async def setattr_more(self, ino: int, **kw) -> None:
+        from fs import archive
+
+        await archive.setattr_more(self.mctx, ino, **kw)
+
+    def data_waiting(self, after_ino: int, after_iblock: int,
+                     limit: int) -> list[tuple[int, int, int]]:
+        """This mount's data waiters after the cursor: (ino, iblock, ops)."""
+        from fs import datawait
+
+        return datawait.waiters(self.mctx).waiting(after_ino, after_iblock, limit)
+
+    def data_wait_err(self, ino: int, first: int, last: int, op: int, err: int) -> int:
+        """Fail this mount's waiters of ino in iblocks [first, last] for op with err."""
+        from fs import datawait
+
+        return datawait.waiters(self.mctx).set_err(ino, first, last, op, err)
+
+    def has_data_waiters(self, ino: int) -> bool:
+        w = getattr(self.mctx, "waiters", None)
+        return bool(w is not None and w.by_ino.get(ino))
 
     async def lseek(self, ino: int, offset: int, whence: int) -> int:
         """SEEK_DATA (3) and SEEK_HOLE (4) only (see `fs.data.lseek`)."""

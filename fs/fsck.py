@@ -16,8 +16,9 @@ never through a daemon.  Checks, in order:
    directory entries have their READDIR and LINK_BACKREF twins and name an existing inode;
    link counts equal the entries naming an inode (directories: 2 + subdirectories);
    directory sizes equal the sum of their entries' name lengths; readdir positions are below
-   next_readdir_pos; an inode without links has an orphan item; online block counts match
-   the extents; seq index items match each inode's meta_seq/data_seq; READDIR and
+   next_readdir_pos; an inode without links has an orphan item; online and offline
+   block counts match the extents (offline extents are unmapped or flagged, inside i_size,
+   with known flags); seq index items match each inode's meta_seq/data_seq; READDIR and
    LINK_BACKREF values agree with their keys; every inode number in use is below the
    super's next_ino (else new files would reuse live numbers).
 
@@ -341,6 +342,7 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
     offline: dict[int, int] = defaultdict(int)
     extents_by_ino: dict[int, list[tuple[int, int]]] = defaultdict(list)
     xattrs: dict[tuple[int, int, int], dict[int, bytes]] = defaultdict(dict)  # parts
+    offline_ends: dict[int, int] = {}  # ino -> block after its last offline block
 
     for key, val in items.items():
         zone, first, typ, second, third, _fourth = key
@@ -370,10 +372,15 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
                 length = third
                 start_iblock = second - length + 1
                 extents_by_ino[first].append((start_iblock, length))
-                if blkno and not flags & fmt.EXTENT_FLAG_UNWRITTEN:
+                if flags & ~(fmt.EXTENT_FLAG_OFFLINE | fmt.EXTENT_FLAG_UNWRITTEN):
+                    problems.add(f"extent {fmt.format_key(key)}: unknown flags {flags:#x}")
+                if not blkno and not flags & fmt.EXTENT_FLAG_OFFLINE:
+                    problems.add(f"extent {fmt.format_key(key)}: unmapped but not offline")
+                if blkno and not flags & (fmt.EXTENT_FLAG_UNWRITTEN | fmt.EXTENT_FLAG_OFFLINE):
                     online[first] += length
                 if flags & fmt.EXTENT_FLAG_OFFLINE:
                     offline[first] += length
+                    offline_ends[first] = max(offline_ends.get(first, 0), second + 1)
             elif zone == fmt.ZONE_FS and typ == fmt.FS_XATTR:
                 xattrs[(first, second, third)][_fourth] = val
             elif zone == fmt.ZONE_ORPHAN:
@@ -450,6 +457,11 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
         if meta_index.get(ino, []) != [inode.meta_seq]:
             problems.add(f"inode {ino}: meta_seq index items {meta_index.get(ino, [])} but "
                          f"meta_seq {inode.meta_seq}")
+        if ino in offline_ends and not inode.flags & fmt.INODE_FLAG_TRUNCATE:
+            nblk = (inode.size + fmt.DATA_BLOCK_SIZE - 1) // fmt.DATA_BLOCK_SIZE
+            if offline_ends[ino] > nblk:
+                problems.add(f"inode {ino}: offline extents reach block "
+                             f"{offline_ends[ino] - 1} past its size {inode.size}")
         exts = sorted(extents_by_ino.get(ino, []))
         for (s1, n1), (s2, _n2) in zip(exts, exts[1:], strict=False):
             if s1 + n1 > s2:

@@ -182,6 +182,7 @@ class Mount:
             items=self.items, locks=self.locks, trans=self.trans, data_dev=self.data_dev,
             alloc_ino=self.inos.alloc, statfs=self._statfs, fmt_vers=self.sb.fmt_vers,
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
+            drop_pages=self._drop_pages,
         )
         from fs.filesystem import Filesystem
 
@@ -305,10 +306,21 @@ class Mount:
         fs_root, logs = await self.client.get_roots()
         return Roots(fs_root, [lt["item_root"] for lt in logs])
 
+    def _drop_pages(self, ino: int) -> None:
+        """Queue the kernel's cached pages of ino to be dropped (release); never awaits."""
+        if self.notifier is not None and ino in self.kernel_inodes:
+            self.notifier.queue_invalidate_inode(ino)
+
     async def _on_invalidate(self, lock, old_mode: int, new_mode: int) -> None:
         """The lock is being weakened: commit what it dirtied, drop what it covered, and
-        queue (never await) the kernel cache invalidations of the inodes it covers."""
+        queue (never await) the kernel cache invalidations of the inodes it covers.  Data
+        waiters of those inodes are woken (events set, nothing awaited): they retry, which
+        asks for the lock again and so waits for the writer (a stage) that wants it."""
         from fs.lock import LOCK_READ, LOCK_WRITE, LOCK_WRITE_ONLY
+
+        waiters = getattr(getattr(self, "mctx", None), "waiters", None)
+        if waiters is not None and lock.start[0] == fmt.ZONE_FS:
+            waiters.wake_range(lock.start[1], lock.end[1])
 
         if old_mode in (LOCK_WRITE, LOCK_WRITE_ONLY) and lock.dirty_trans_seq == self.trans.seq:
             await self.trans.commit()
@@ -321,9 +333,15 @@ class Mount:
             # another mount writes: queued to the notifier thread (ARCHITECTURE.md §5)
             known = self.kernel_inodes
             queued = 0
+            waiting = getattr(waiters, "by_ino", None) or {}
             for ino in range(lock.start[1], lock.end[1] + 1):
                 if ino in known:
-                    self.notifier.queue_invalidate_inode(ino)
+                    # a read waiting for offline blocks of ino holds its pages locked: the
+                    # page invalidation would stall the notifier's page thread until the
+                    # blocks are staged.  Its online pages can't have changed meanwhile
+                    # (a write elsewhere would have waited for the offline ones first), so
+                    # only its attributes are dropped.
+                    self.notifier.queue_invalidate_inode(ino, attr_only=ino in waiting)
                     queued += 1
             # The kernel trusts cached sizes for up to a jiffy even with attr timeouts of
             # 0: once we reply, another mount's append can return before our reader's next

@@ -213,6 +213,7 @@ class ScoutfsOperations(fuse.Operations):
         self.lookups: dict[int, int] = {}  # ino -> kernel lookup count
         self.handles: dict[int, tuple[int, Any]] = {}  # fh -> (ino, opener's Ctx)
         self.append_fhs: set[int] = set()  # handles opened O_APPEND
+        self.reading: dict[int, int] = {}  # ino -> reads in flight (they hold pages locked)
         self._next_fh = 1
         self._forget_send, self._forget_recv = trio.open_memory_channel(math.inf)
 
@@ -378,11 +379,17 @@ class ScoutfsOperations(fuse.Operations):
             a = await self.fs.getattr(ino)
             if stat.S_ISREG(a.mode):
                 await self.fs.setattr(ino, size=0, mtime="now", ctime="now", ctx=ctx)
-        # keep_cache off: the kernel drops cached pages on open; direct_io off
+        # keep_cache off: the kernel drops cached pages on open; direct_io off.  But not
+        # while a read of the inode waits here for offline data: it holds its pages
+        # locked, and the open (of the stage that would end the wait, say) would wait for
+        # those pages.  Pages another mount made stale are dropped by the lock
+        # invalidation's notifications all the same.
+        waiting = getattr(self.fs, "has_data_waiters", None)
+        keep = self.reading.get(ino, 0) > 0 and (waiting is None or waiting(ino))
         fh = self._new_fh(ino, ctx)
         if flags & os.O_APPEND:
             self.append_fhs.add(fh)
-        return fuse.FileInfo(fh=fh, direct_io=False, keep_cache=False)
+        return fuse.FileInfo(fh=fh, direct_io=False, keep_cache=keep)
 
     async def open(self, inode, flags, ctx):
         with FuseErrors("open"):
@@ -399,7 +406,15 @@ class ScoutfsOperations(fuse.Operations):
 
     async def read(self, fh, off, size):
         with FuseErrors("read"), self.notifier.data_request():
-            return await self.fs.read(self._fh_ino(fh), off, size)
+            ino = self._fh_ino(fh)
+            self.reading[ino] = self.reading.get(ino, 0) + 1
+            try:
+                # short: readahead over offline blocks must not wait for the online ones
+                return await self.fs.read(ino, off, size, short=True)
+            finally:
+                self.reading[ino] -= 1
+                if not self.reading[ino]:
+                    del self.reading[ino]
 
     async def write(self, fh, off, buf):
         with FuseErrors("write"), self.notifier.data_request():

@@ -39,6 +39,7 @@ from typing import Any
 
 import trio
 
+from fs.context import InterruptToken, current_interrupt
 from fs.fuse import abi, kernel
 from fs.fuse.ops import Operations, ReaddirToken
 from fs.fuse.types import EntryAttributes, FUSEError, RequestContext, SetattrFields
@@ -119,13 +120,17 @@ def _cstr(body: memoryview, off: int = 0) -> tuple[bytes, int]:
 
 
 class Request:
-    __slots__ = ("unique", "opcode", "nodeid", "ctx", "scope", "interrupted", "name")
+    __slots__ = ("unique", "opcode", "nodeid", "ctx", "scope", "interrupted", "name", "token",
+                 "exit_scope")
 
     def __init__(self, unique: int, opcode: int, nodeid: int, ctx: RequestContext):
         self.unique, self.opcode, self.nodeid, self.ctx = unique, opcode, nodeid, ctx
         self.scope: trio.CancelScope | None = None
         self.interrupted = False
         self.name = ""
+        # fired on INTERRUPT: interruptible waits of any handler (offline data) watch it
+        self.token = InterruptToken()
+        self.exit_scope: trio.CancelScope | None = None  # of the caller's exit watcher
 
 
 class Session:
@@ -311,6 +316,8 @@ class Session:
         err = 0
         parts: Any = None
         self._inflight[req.unique] = req
+        req.token.on_wait = lambda: self._watch_exit(req)
+        tok = current_interrupt.set(req.token)
         try:
             if req.name in self.ops.interruptible:
                 with trio.CancelScope() as scope:
@@ -326,6 +333,9 @@ class Session:
             log.exception("FUSE %s request failed", req.name)
             err = errno.EIO
         finally:
+            current_interrupt.reset(tok)
+            if req.exit_scope is not None:
+                req.exit_scope.cancel()
             self._inflight.pop(req.unique, None)
         if err:
             self.reply_error(req.unique, err)
@@ -392,6 +402,29 @@ class Session:
             return
         self._forget(list(abi.FORGET_ONE.iter_unpack(body[abi.BATCH_FORGET_IN.size:need])))
 
+    def _watch_exit(self, req: Request) -> None:
+        """A handler waits interruptibly (offline data): also end the wait when the calling
+        process exits.  The kernel interrupts a request whose caller got a signal, but
+        never a background one (readahead): without this a killed reader's read would wait
+        on.  Event driven (a pidfd), only for requests that wait."""
+        if req.ctx.pid > 0 and self._nursery is not None:
+            self._nursery.start_soon(self._exit_watcher, req)
+
+    async def _exit_watcher(self, req: Request) -> None:
+        try:
+            fd = os.pidfd_open(req.ctx.pid)
+        except OSError:
+            return  # gone already (then its signal interrupted it) or not a process
+        try:
+            with trio.CancelScope() as scope:
+                req.exit_scope = scope
+                if req.unique not in self._inflight:
+                    return
+                await trio.lowlevel.wait_readable(fd)
+                req.token.fire()
+        finally:
+            os.close(fd)
+
     def _interrupt(self, unique: int) -> None:
         req = self._inflight.get(unique)
         if req is None:
@@ -399,6 +432,7 @@ class Session:
         req.interrupted = True
         if req.name in self.ops.interruptible and req.scope is not None:
             req.scope.cancel()
+        req.token.fire()
 
     def _init(self, req: Request, body: memoryview) -> None:
         if len(body) >= abi.INIT_IN.size:

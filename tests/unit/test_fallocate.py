@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -187,11 +188,23 @@ def test_fallocate_errors():
         set_inode(mctx, flags=fmt.INODE_FLAG_RETENTION)
         assert await errno_of(data.fallocate(mctx, INO, 0, 0, BS, CTX)) == errno.EPERM
         set_inode(mctx, flags=0)
-        # offline blocks in the range wait (the hook fails with EIO for now); outside, not
+        # offline blocks in the range wait (data-wait-err ends it here); outside, not
         await data.truncate(mctx, INO, 8 * BS, CTX)
         put_extent(mctx, 4, 2, 0, fmt.EXTENT_FLAG_OFFLINE)
         set_inode(mctx, offline_blocks=2)
-        assert await errno_of(data.fallocate(mctx, INO, 0, 3 * BS, 2 * BS, CTX)) == errno.EIO
+        res = []
+
+        async def falloc():
+            res.append(await errno_of(data.fallocate(mctx, INO, 0, 3 * BS, 2 * BS, CTX)))
+
+        async with trio.open_nursery() as n:
+            n.start_soon(falloc)
+            with trio.fail_after(5):
+                while not getattr(mctx.waiters, "by_ino", None):
+                    await trio.testing.wait_all_tasks_blocked()
+            assert mctx.waiters.waiting(0, 0, 5) == [(INO, 4, data.OP_WRITE)]
+            assert mctx.waiters.set_err(INO, 0, 10, data.OP_WRITE, errno.EIO) == 1
+        assert res == [errno.EIO]
         await data.fallocate(mctx, INO, 0, 0, 4 * BS, CTX)
         await data.fallocate(mctx, INO, 0, 6 * BS, 2 * BS, CTX)
         assert [(s, n, f) for s, n, _, f in exts(mctx)] == [

@@ -268,3 +268,26 @@ def test_xattr_items_are_checked():
                                                               name_hash=77)
     assert "parts [0, 2] hold" in with_xattr(1025, b"user.a", b"v" * 2000, drop_part=1)
     assert "inode 1099: the inode does not exist" in with_xattr(1099, b"user.a", b"v")
+
+
+def test_offline_extents_and_counts():
+    """Offline extents count as offline (not online), lie inside i_size and are unmapped
+    or flagged; the inode's counts must match."""
+    def tree(extents, online, offline, size=5 * 4096):
+        items = good_tree()
+        items[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(
+            ino=1025, mode=0o100644, nlink=1, size=size, meta_seq=5,
+            online_blocks=online, offline_blocks=offline))
+        for start, n, blkno, flags in extents:
+            items[fmt.extent_key(1025, start + n - 1, n)] = fmt.pack_extent_val(blkno, flags)
+        p = fsck.Problems()
+        fsck._check_items(items, p)
+        return "\n".join(p)
+
+    off = fmt.EXTENT_FLAG_OFFLINE
+    assert tree([(0, 2, 100, 0), (2, 3, 0, off)], 2, 3) == ""
+    assert "offline_blocks 2 but extents hold 3" in tree([(0, 2, 100, 0), (2, 3, 0, off)], 2, 2)
+    assert "online_blocks 5" in tree([(0, 2, 100, 0), (2, 3, 0, off)], 5, 3)
+    assert "past its size" in tree([(0, 6, 0, off)], 0, 6)
+    assert "unmapped but not offline" in tree([(0, 1, 0, 0)], 0, 0)
+    assert "unknown flags" in tree([(0, 1, 100, 8)], 1, 0)

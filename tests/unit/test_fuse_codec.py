@@ -536,3 +536,57 @@ def test_times_before_1970_round_trip():
         assert (fields[7], fields[10]) == (secs, 500000000)  # mtime, mtimensec
 
     run_session(t, ops=TimeOps())
+
+
+def test_a_waiting_handler_sees_the_interrupt_and_its_callers_exit():
+    """Interruptible waits (offline data) in a handler that is not cancelled: the request's
+    InterruptToken fires on INTERRUPT, and when the calling process exits (a background
+    request, readahead, is never interrupted by the kernel: the session watches a pidfd)."""
+    import subprocess
+
+    import trio.testing
+
+    from fs.context import current_interrupt
+
+    class WaitOps(Ops):
+        interruptible = frozenset()
+
+        async def read(self, fh, off, size):
+            ev = trio.Event()
+            current_interrupt.get().add(ev.set)
+            self.blocked.set()
+            await ev.wait()
+            raise fuse.FUSEError(errno.EINTR)
+
+    def send_as(k, pid):
+        k.unique += 2
+        body = abi.READ_IN.pack(1, 0, 10, 0, 0, 0, 0)
+        k.sock.send(abi.IN_HEADER.pack(abi.IN_HEADER.size + len(body), abi.READ, k.unique, 1,
+                                       0, 0, pid, 0, 0) + body)
+        return k.unique
+
+    async def t(k, ops, session):
+        await k.init()
+        unique = k.send(abi.READ, abi.READ_IN.pack(1, 0, 10, 0, 0, 0, 0))
+        await ops.blocked.wait()
+        k.send(abi.INTERRUPT, abi.INTERRUPT_IN.pack(unique))
+        got, err, _ = await k.recv()
+        assert (got, err) == (unique, -errno.EINTR)
+
+        proc = subprocess.Popen(["sleep", "30"])
+        try:
+            ops.blocked = trio.Event()
+            unique = send_as(k, proc.pid)
+            await ops.blocked.wait()
+            await trio.testing.wait_all_tasks_blocked()
+            assert session.in_flight == 1
+            proc.kill()
+            proc.wait()
+            got, err, _ = await k.recv()
+            assert (got, err) == (unique, -errno.EINTR)
+            assert session.in_flight == 0
+        finally:
+            proc.kill()
+            proc.wait()
+
+    run_session(t, ops=WaitOps())

@@ -1,0 +1,306 @@
+"""The archive interfaces on file contents: RELEASE, STAGE, PUNCH_OFFLINE and SETATTR_MORE
+(spec §5.2, §5.3, §5.7, §5.9), with their argument checks in the spec's errno order.
+
+The caller (fs/control.py) tells each call how the file was opened (`writable`, and for
+stage `bad_flags`: O_APPEND, O_DIRECT or O_DSYNC) and whether the mount is read-only;
+everything else is decided here under the inode's cluster WRITE lock.
+
+Extents (fs/data.py): release turns mapped and unwritten blocks inside i_size into OFFLINE
+unmapped extents (blkno 0) and frees them; neighbouring offline extents merge.  Stage
+allocates new blocks for the offline (and hole) blocks of its range, writes the archive's
+bytes into them (the data device is flushed before the commit that records the extents:
+`note_data_written`), and makes them online; blocks already mapped are left alone.  A crash
+therefore leaves a block either offline or fully staged.
+
+Versioning (§5.1): release, stage and punch-offline leave data_version, data_seq and the
+times unchanged; they update meta_seq (`store_inode`).  setattr_more sets size, ctime,
+crtime and, when given, data_version (and then data_seq).
+
+Concurrency rule: like every content change, each call takes the per-inode rwsem
+(exclusive) before the inode's cluster WRITE lock and the index zone lock, reads what it
+needs (awaits), then makes all its item changes and the inode store in one transaction hold
+without awaiting between them.  Stage and punch wake this mount's data waiters of the inode
+afterwards (synchronous); waiters on other mounts are woken by the invalidation of their
+lock that our WRITE lock caused.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+
+from fs import data as fsdata
+from fs import datawait
+from fs import format as fmt
+from fs import inode as inode_mod
+from fs.data import BLOCK_SHIFT, BLOCK_SIZE, EXTENT_MAX_BLOCKS, FLAG_OFFLINE, Extent
+from fs.errors import FsError
+
+LOCK_WRITE = fsdata.LOCK_WRITE
+U64_MAX = fmt.U64_MAX
+SETATTR_MORE_OFFLINE = 1  # SCOUTFS_IOC_SETATTR_MORE_OFFLINE
+SETATTR_MORE_FLAGS = SETATTR_MORE_OFFLINE
+STAGE_MAX = 1 << 20  # bytes one stage request may carry (the CLI sends at most this)
+
+
+def _nblocks(size: int) -> int:
+    return (size + BLOCK_SIZE - 1) >> BLOCK_SHIFT
+
+
+def _offline_pieces(first: int, last: int) -> list[Extent]:
+    """OFFLINE unmapped extents covering [first, last], each at most EXTENT_MAX_BLOCKS."""
+    out = []
+    b = first
+    while b <= last:
+        n = min(EXTENT_MAX_BLOCKS, last - b + 1)
+        out.append(Extent(b, n, 0, FLAG_OFFLINE))
+        b += n
+    return out
+
+
+# --------------------------------------------------------------------------- release
+
+
+async def release(mctx, ino: int, offset: int, length: int, data_version: int, *,
+                  writable: bool, readonly: bool = False) -> None:
+    """RELEASE (§5.2): free the mapped and unwritten blocks of [offset, offset+length),
+    leaving OFFLINE unmapped extents inside i_size; past i_size blocks are just freed."""
+    if length == 0:
+        return
+    if offset + length - 1 > U64_MAX or offset % BLOCK_SIZE or length % BLOCK_SIZE:
+        raise FsError(errno.EINVAL, "release range wraps or is not 4 KiB aligned")
+    if readonly:
+        raise FsError(errno.EROFS)
+    first = offset >> BLOCK_SHIFT
+    last = (offset + length - 1) >> BLOCK_SHIFT
+    async with fsdata.inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            if not stat.S_ISREG(inode.mode) or not writable:
+                raise FsError(errno.EINVAL, "release of a file not regular or not writable")
+            if inode.data_version != data_version:
+                raise FsError(errno.ESTALE, "data_version mismatch")
+            if mctx.drop_pages is not None:
+                mctx.drop_pages(ino)
+            eof = _nblocks(inode.size)  # first block wholly past i_size
+            window = await fsdata.load_extents(mctx, ino, max(first - 1, 0),
+                                               min(last + 1, U64_MAX), lock)
+            pieces: list[Extent] = []
+            freed: list[Extent] = []
+            for e in window:
+                if e.last < first or e.start > last:
+                    continue
+                c = e.clip(max(e.start, first), min(e.last, last))
+                if c.blkno == 0:
+                    pieces.append(c)  # a hole stays one, offline stays offline
+                    continue
+                freed.append(c)
+                if c.start < eof:
+                    pieces += _offline_pieces(c.start, min(c.last, eof - 1))
+            new = fsdata.replace_range(window, first, last, pieces)
+            async with mctx.trans.hold():
+                inode = await inode_mod.load_inode(mctx, ino, lock)
+                # atomic from here
+                for c in freed:
+                    mctx.trans.data_alloc.free(c.blkno, c.length)
+                d_on, d_off = fsdata.apply_extents(mctx, ino, lock, window, new)
+                inode.online_blocks += d_on
+                inode.offline_blocks += d_off
+                inode_mod.store_inode(mctx, inode, lock, ilock)
+            if inode.online_blocks == 0:
+                await _truncate_past_eof(mctx, ino, eof, lock, ilock)
+
+
+async def _truncate_past_eof(mctx, ino: int, eof: int, lock, ilock) -> None:
+    """No online blocks remain: free every extent past i_size (§5.2)."""
+    while True:
+        batch = await fsdata.load_extents(mctx, ino, eof, U64_MAX, lock,
+                                          limit=fsdata.TRUNCATE_BATCH)
+        if not batch:
+            return
+        async with mctx.trans.hold():
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            new = []
+            for e in batch:
+                s = max(e.start, eof)
+                if e.blkno:
+                    mctx.trans.data_alloc.free(e.blkno + (s - e.start), e.last - s + 1)
+                if e.start < eof:
+                    new.append(e.clip(e.start, eof - 1))
+            d_on, d_off = fsdata.apply_extents(mctx, ino, lock, batch, new)
+            inode.online_blocks += d_on
+            inode.offline_blocks += d_off
+            inode_mod.store_inode(mctx, inode, lock, ilock)
+        if len(batch) < fsdata.TRUNCATE_BATCH:
+            return
+
+
+# --------------------------------------------------------------------------- stage
+
+
+async def stage(mctx, ino: int, offset: int, buf, data_version: int, *, writable: bool,
+                bad_flags: bool = False, readonly: bool = False) -> int:
+    """STAGE (§5.3): write buf at offset into the offline (and hole) blocks of the range,
+    which become online; returns the bytes staged."""
+    mv = memoryview(buf)
+    length = mv.nbytes
+    if length < 0 or offset < 0 or offset + length - 1 > U64_MAX or offset % BLOCK_SIZE:
+        raise FsError(errno.EINVAL, "stage range wraps or offset not 4 KiB aligned")
+    if length == 0:
+        return 0
+    if readonly:
+        raise FsError(errno.EROFS)
+    end = offset + length
+    first = offset >> BLOCK_SHIFT
+    last = (end - 1) >> BLOCK_SHIFT
+    async with fsdata.inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            if not stat.S_ISREG(inode.mode) or not writable or bad_flags:
+                raise FsError(errno.EINVAL, "stage into a file not regular or not writable")
+            if end > inode.size or (end % BLOCK_SIZE and end != inode.size):
+                raise FsError(errno.EINVAL, "stage past i_size or with an unaligned end")
+            if inode.data_version != data_version:
+                raise FsError(errno.ESTALE, "data_version mismatch")
+            window = await fsdata.load_extents(mctx, ino, max(first - 1, 0), last + 1, lock)
+            keep: list[Extent] = []  # mapped blocks in the range: left as they are
+            targets: list[tuple] = []  # (iblock, n, None, False): to allocate and write
+            b = first
+            for e in window:
+                if e.last < first or e.start > last or e.blkno == 0:
+                    continue
+                s, t = max(e.start, first), min(e.last, last)
+                if s > b:
+                    targets.append((b, s - b, None, False))
+                keep.append(e.clip(s, t))
+                b = t + 1
+            if b <= last:
+                targets.append((b, last - b + 1, None, False))
+            nalloc = sum(t[1] for t in targets)
+            if not nalloc:
+                return length  # all online already: nothing to do
+            async with mctx.trans.hold(data_blocks=nalloc):
+                allocated: list[tuple[int, int]] = []
+                try:
+                    segs = fsdata._allocate(mctx, targets, allocated)
+                    await fsdata._write_segs(mctx, segs, mv, offset, end)
+                    inode = await inode_mod.load_inode(mctx, ino, lock)
+                except BaseException:
+                    for s, c in allocated:
+                        mctx.trans.data_alloc.free(s, c)
+                    raise
+                # atomic from here: extent items and the inode
+                mctx.trans.note_data_written()
+                staged = [Extent(s.iblock, s.nblocks, s.blkno, 0) for s in segs]
+                new = fsdata.replace_range(window, first, last, keep + staged)
+                d_on, d_off = fsdata.apply_extents(mctx, ino, lock, window, new)
+                inode.online_blocks += d_on
+                inode.offline_blocks += d_off
+                inode_mod.store_inode(mctx, inode, lock, ilock)
+    datawait.waiters(mctx).wake_ino(ino)
+    return length
+
+
+# --------------------------------------------------------------------------- punch_offline
+
+
+async def punch_offline(mctx, ino: int, offset: int, length: int, data_version: int,
+                        flags: int, *, writable: bool) -> None:
+    """PUNCH_OFFLINE (§5.9): offline unmapped extents in the range become holes; a mapped
+    extent in the range fails with EINVAL after the offline ones before it were punched."""
+    if length == 0:
+        return
+    if offset + length - 1 > U64_MAX or offset % BLOCK_SIZE or length % BLOCK_SIZE:
+        raise FsError(errno.EOVERFLOW, "punch range wraps or is not 4 KiB aligned")
+    if flags:
+        raise FsError(errno.EINVAL, "unknown punch_offline flags")
+    first = offset >> BLOCK_SHIFT
+    last = (offset + length - 1) >> BLOCK_SHIFT
+    async with fsdata.inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            if not stat.S_ISREG(inode.mode) or not writable:
+                raise FsError(errno.EINVAL, "punch of a file not regular or not writable")
+            if inode.data_version != data_version:
+                raise FsError(errno.ESTALE, "data_version mismatch")
+            fsdata._check_retention(inode)
+            window = await fsdata.load_extents(mctx, ino, first, last, lock)
+            old: list[Extent] = []
+            new: list[Extent] = []
+            bad = False
+            for e in window:
+                if e.blkno or not e.offline:
+                    bad = True  # a mapped (online or unwritten) extent: stop here
+                    break
+                s, t = max(e.start, first), min(e.last, last)
+                old.append(e)
+                if e.start < s:
+                    new.append(e.clip(e.start, s - 1))
+                if e.last > t:
+                    new.append(e.clip(t + 1, e.last))
+            if old:
+                async with mctx.trans.hold():
+                    inode = await inode_mod.load_inode(mctx, ino, lock)
+                    d_on, d_off = fsdata.apply_extents(mctx, ino, lock, old, new)
+                    inode.online_blocks += d_on
+                    inode.offline_blocks += d_off
+                    inode_mod.store_inode(mctx, inode, lock, ilock)
+    if old:
+        datawait.waiters(mctx).wake_ino(ino)
+    if bad:
+        raise FsError(errno.EINVAL, "punch_offline range holds mapped blocks")
+
+
+# --------------------------------------------------------------------------- setattr_more
+
+
+async def setattr_more(mctx, ino: int, *, data_version: int, size: int, flags: int,
+                       ctime: tuple[int, int], crtime: tuple[int, int], writable: bool,
+                       admin: bool) -> None:
+    """SETATTR_MORE (§5.7): set_attr_x with CTIME, CRTIME and SIZE, plus DATA_VERSION when
+    it is non-zero; OFFLINE makes 0..size one run of offline extents."""
+    if not writable:
+        raise FsError(errno.EBADF)
+    if flags & ~SETATTR_MORE_FLAGS:
+        raise FsError(errno.EINVAL, "unknown setattr_more flags")
+    if not admin:
+        raise FsError(errno.EPERM)
+    offline = bool(flags & SETATTR_MORE_OFFLINE)
+    async with fsdata.inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            if not stat.S_ISREG(inode.mode) or inode.data_version != 0:
+                raise FsError(errno.EINVAL, "size or data_version of this file can't be set")
+            if size > 0 and not data_version:
+                raise FsError(errno.EINVAL, "size without a data_version")
+            if offline and not size > 0:
+                raise FsError(errno.EINVAL, "offline without a size")
+            fsdata._check_retention(inode)
+            if size > fmt.MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG)
+            if inode.online_blocks or inode.offline_blocks or (
+                    await fsdata.load_extents(mctx, ino, 0, U64_MAX, lock, limit=1)):
+                raise FsError(errno.EINVAL, "the file already has blocks")
+            async with mctx.trans.hold():
+                inode = await inode_mod.load_inode(mctx, ino, lock)
+                # atomic from here
+                if offline:
+                    new = _offline_pieces(0, _nblocks(size) - 1)
+                    d_on, d_off = fsdata.apply_extents(mctx, ino, lock, [], new)
+                    inode.online_blocks += d_on
+                    inode.offline_blocks += d_off
+                inode.size = size
+                if data_version:
+                    inode.data_version = data_version
+                    inode_mod.set_data_seq(inode, mctx, mctx.trans.seq)
+                inode.ctime = tuple(ctime)
+                inode.crtime = tuple(crtime)
+                inode_mod.store_inode(mctx, inode, lock, ilock)
