@@ -34,3 +34,6 @@ class MountContext:
     options: dict[str, Any] = field(default_factory=dict)
     counters: Counters = field(default_factory=Counters)
     now: Callable[[], tuple[int, int]] = now_ts
+    # the server's last stable seq (GET_LAST_SEQ, spec §5.6); None: the open transaction's
+    # seq - 1 (a lone mount without a server, as in unit tests)
+    last_seq: Callable[[], Awaitable[int]] | None = None

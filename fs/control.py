@@ -580,6 +580,104 @@ async def _stat_more(srv: ControlServer, req: Request) -> dict:
             "crtime_sec": sec, "crtime_nsec": nsec}
 
 
+# --------------------------------------------------------------- inode index commands
+#
+# WALK_INODES, INO_PATH, GET_REFERRING_ENTRIES and GET_ALLOCATED_INOS (spec semantics §5.6,
+# §6.1).  Every number a client sends is type- and range-checked here, before any lock is
+# taken: u64 fields in [0, 2^64), minor in [0, 2^32), counts capped.  Names and paths are
+# bytes: they travel as latin-1 strings (one char per byte).
+
+WALK_MAX_NR = 16384  # entries one walk_inodes reply carries at most (the CLI loops)
+DIRENTS_MAX_NR = 1024  # entries of one get_referring_entries reply
+U32_LIMIT = 1 << 32
+
+
+def _uint(v: Any, limit: int = INO_LIMIT) -> int:
+    """An unsigned integer argument in [0, limit), else EINVAL (no bools, strings, floats)."""
+    if type(v) is not int or not 0 <= v < limit:
+        raise FsError(errno.EINVAL)
+    return v
+
+
+def _count(v: Any, cap: int) -> int:
+    """An entry count (a u32, as the ioctls' nr fields), capped to what one reply carries."""
+    return min(_uint(v, U32_LIMIT), cap)
+
+
+def _walk_pos(v: Any) -> tuple[int, int, int]:
+    """A walk position [major (u64), minor (u32), ino (u64)]."""
+    if not isinstance(v, list) or len(v) != 3:
+        raise FsError(errno.EINVAL)
+    return _uint(v[0]), _uint(v[1], U32_LIMIT), _uint(v[2])
+
+
+def _need_admin(req: Request) -> None:
+    """CAP_SYS_ADMIN / CAP_DAC_READ_SEARCH: root here (checked first, as the ioctls do)."""
+    if req.uid != 0:
+        raise FsError(errno.EPERM)
+
+
+@op("walk_inodes")
+async def _walk_inodes(srv: ControlServer, req: Request) -> dict:
+    """{index: 0 meta_seq | 1 data_seq, first, last: [major, minor, ino], nr} ->
+    {entries: [[major, minor, ino], ...]}: up to nr entries from first to last.  minor is
+    always 0 and not part of the index key."""
+    req.check_mount_fd()
+    a = req.args
+    index = a.get("index")
+    if type(index) is not int:
+        raise FsError(errno.EINVAL)
+    first, last = _walk_pos(a.get("first")), _walk_pos(a.get("last"))
+    nr = _count(a.get("nr"), WALK_MAX_NR)
+    ents = await srv.mount.fs.walk_inodes(index, (first[0], first[2]), (last[0], last[2]), nr)
+    return {"entries": [[major, 0, ino] for major, ino in ents]}
+
+
+@op("ino_path")
+async def _ino_path(srv: ControlServer, req: Request) -> dict:
+    """{ino, dir_ino, dir_pos} -> {dir_ino, dir_pos, path}: the path of the first entry
+    naming ino at or after (dir_ino, dir_pos); ENOENT when none is left."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    ino = parse_ino(a.get("ino"))
+    dir_ino, dir_pos = _uint(a.get("dir_ino", 0)), _uint(a.get("dir_pos", 0))
+    d_ino, d_pos, path = await srv.mount.fs.ino_path(ino, dir_ino, dir_pos)
+    return {"dir_ino": d_ino, "dir_pos": d_pos, "path": path.decode("latin-1")}
+
+
+@op("get_referring_entries")
+async def _get_referring_entries(srv: ControlServer, req: Request) -> dict:
+    """{ino, dir_ino, dir_pos, nr} -> {entries: [[dir_ino, dir_pos, d_type, name], ...],
+    last: whether the final entry is among them}."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    ino = parse_ino(a.get("ino"))
+    dir_ino, dir_pos = _uint(a.get("dir_ino", 0)), _uint(a.get("dir_pos", 0))
+    nr = _count(a.get("nr", DIRENTS_MAX_NR), DIRENTS_MAX_NR)
+    if nr == 0:
+        return {"entries": [], "last": False}
+    ents = await srv.mount.fs.get_referring_entries(ino, dir_ino, dir_pos, nr + 1)
+    last = len(ents) <= nr
+    return {"entries": [[d, e.pos, e.dtype, e.name.decode("latin-1")] for d, e in ents[:nr]],
+            "last": last}
+
+
+@op("get_allocated_inos")
+async def _get_allocated_inos(srv: ControlServer, req: Request) -> dict:
+    """{start_ino, nr} -> {inos: [...]}: allocated inode numbers from start_ino to the end
+    of its inode group."""
+    from fs import format as fmt
+
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    start = _uint(a.get("start_ino"))
+    nr = _count(a.get("nr", fmt.LOCK_GROUP_NR), fmt.LOCK_GROUP_NR)
+    return {"inos": await srv.mount.fs.get_allocated_inos(start, nr)}
+
+
 @op("sync")
 async def _sync(srv: ControlServer, req: Request) -> dict:
     req.check_mount_fd()

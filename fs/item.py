@@ -156,6 +156,27 @@ class ItemCache:
             k = key_dec(lo)
         return None
 
+    async def next_batch(self, key: fmt.Key, last: fmt.Key, lock,
+                         limit: int) -> list[tuple[fmt.Key, bytes]]:
+        """Up to `limit` live items with keys in [key, last], ascending: `next` for many
+        items at once (whole cached ranges are scanned per forest read, not one key per
+        call; the seq index walk reads 100,000 items this way)."""
+        out: list[tuple[fmt.Key, bytes]] = []
+        last = min(last, lock.end)
+        k: fmt.Key | None = max(key, lock.start)
+        while k is not None and k <= last and len(out) < limit:
+            _, end = await self._ensure(k, lock)
+            stop = min(end, last)
+            cache = self.cache  # (after the await: eviction replaces it)
+            for ik in cache.irange(k, stop):
+                it = cache[ik]
+                if not it.deleted:
+                    out.append((ik, it.value))
+                    if len(out) >= limit:
+                        return out
+            k = key_inc(stop)
+        return out
+
     async def items_iter(self, start: fmt.Key, end: fmt.Key,
                          lock) -> AsyncIterator[tuple[fmt.Key, bytes]]:
         k: fmt.Key | None = start

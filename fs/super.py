@@ -182,6 +182,7 @@ class Mount:
             items=self.items, locks=self.locks, trans=self.trans, data_dev=self.data_dev,
             alloc_ino=self.inos.alloc, statfs=self._statfs, fmt_vers=self.sb.fmt_vers,
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
+            last_seq=self.client.get_last_seq,
         )
         from fs.filesystem import Filesystem
 
