@@ -574,3 +574,64 @@ def test_get_allocated_inos(monkeypatch, capfd, tmp_path):
     assert (rc, out) == (1, "")
     assert errout == ("get_allocated_inos ioctl failed: Operation not permitted (1)\n"
                       "scoutfs: get-allocated-inos failed: Operation not permitted (1)\n")
+
+
+# --------------------------------------------------------------------------- a real mount
+
+
+@pytest.fixture
+def volume(tmp_path):
+    import socket
+
+    from fs import mkfs
+
+    meta, data = str(tmp_path / "meta.img"), str(tmp_path / "data.img")
+    with open(meta, "wb") as f:
+        f.truncate(256 << 20)
+    with open(data, "wb") as f:
+        f.truncate(64 << 20)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mkfs.make_volume(meta, data, {0: ("127.0.0.1", port)})
+    return meta, data
+
+
+def test_index_commands_on_a_mount_with_item_cache_locks_and_server(volume):
+    """The real stack: the item cache's batched reads, the READ lock of the index zone taken
+    after this mount's WRITE_ONLY writes, and the server's last stable seq."""
+    from fs.super import Mount
+
+    async def main():
+        async with trio.open_nursery() as n:
+            m = await Mount.open(*volume, {"quorum_slot_nr": 0}, n)
+            fs = m.fs
+            d = await fs.mkdir(ROOT, b"d", 0o755, CTX)
+            inos = [(await fs.mknod(d.ino, b"f%04d" % i, 0o100644, 0, CTX)).ino
+                    for i in range(600)]
+            # not committed yet: the open transaction is not stable
+            assert await fs.walk_inodes(1, (0, 0), (U64_MAX, U64_MAX), 10) == []
+            await m.sync()
+            ents = []
+            first = (0, 0)
+            while batch := await fs.walk_inodes(1, first, (U64_MAX, U64_MAX), 250):
+                ents += batch
+                first = (batch[-1][0], batch[-1][1] + 1)
+            assert [i for _s, i in ents] == inos
+            meta = await fs.walk_inodes(0, (0, 0), (U64_MAX, U64_MAX), 5000)
+            assert {ROOT, d.ino, *inos} == {i for _s, i in meta} and meta == sorted(meta)
+            # writes after a walk take the index back (WRITE_ONLY) and show after a commit
+            await fs.write(inos[7], 0, b"x", CTX)
+            await m.sync()
+            ents = await fs.walk_inodes(1, (0, 0), (U64_MAX, U64_MAX), 5000)
+            assert [i for _s, i in ents] == inos[:7] + inos[8:] + [inos[7]]
+            assert (await fs.ino_path(inos[3]))[2] == b"d/f0003"
+            assert await fs.get_allocated_inos(inos[0], 2) == inos[:2]
+            await fs.unlink(d.ino, b"f0001", CTX)
+            await fs.forget(inos[1])
+            await fs.drain_deletions()
+            assert await fs.get_allocated_inos(inos[0], 2) == [inos[0], inos[2]]
+            await m.close()
+            n.cancel_scope.cancel()
+
+    trio.run(main)
