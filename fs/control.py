@@ -40,7 +40,8 @@ longer one closes the connection) and must arrive complete within `idle_timeout`
 last one (a reply must be taken within it too).  accept() failing (EMFILE...) is logged and
 retried, never fatal.  Everything a client can make us log is rate limited.
 
-The client side (`call`) is used by the CLI.
+The client side (`call`, in fs/control_client.py so the CLI need not import trio) is used
+by the CLI.
 """
 
 from __future__ import annotations
@@ -62,11 +63,20 @@ from typing import Any
 
 import trio
 
+# the client side (the CLI's): no trio, so the commands start fast; re-exported from here
+from fs.control_client import (  # noqa: F401
+    MAX_MSG,
+    ControlError,
+    call,
+    call_fd,
+    run_dir,
+    socket_path,
+    socket_path_for_dev,
+)
 from fs.errors import FsError
 
 log = logging.getLogger(__name__)
 
-MAX_MSG = 1 << 20  # the client's receive size
 MAX_FDS = 4  # fds one request may pass
 MAX_REQUEST = 1 << 20  # bytes of one request line
 RECV_CHUNK = 1 << 16
@@ -78,18 +88,6 @@ IDLE_TIMEOUT_S = 30.0
 ACCEPT_RETRY_S = 0.1  # after accept() failed (EMFILE, ENFILE, ENOBUFS, ...)
 LOG_EVERY_S = 10.0  # at most one line of a kind per this many seconds
 INO_LIMIT = 1 << 64  # inode numbers are u64, and 0 is none
-
-
-def run_dir() -> str:
-    return os.environ.get("SCOUTFS_RUN_DIR", "/run/scoutfs")
-
-
-def socket_path(major: int, minor: int, rundir: str | None = None) -> str:
-    return os.path.join(rundir or run_dir(), "ctl", f"{major}:{minor}.sock")
-
-
-def socket_path_for_dev(st_dev: int) -> str:
-    return socket_path(os.major(st_dev), os.minor(st_dev))
 
 
 SocketIdentity = tuple[int, int, int]
@@ -741,55 +739,3 @@ async def _sysfs_write(srv: ControlServer, req: Request) -> dict:
         raise FsError(errno.EACCES)
     await sysfs.write(srv.mount, tree, path, value)
     return {}
-
-
-# --------------------------------------------------------------------------- client
-
-
-class ControlError(Exception):
-    def __init__(self, err: int):
-        super().__init__(err, os.strerror(err))
-        self.errno = err
-
-
-def call(st_dev: int, request: dict, fds: list[int] | None = None,
-         timeout: float | None = None) -> dict:
-    """Send one request to the daemon of the mount whose st_dev is given; return its reply.
-    Raises ControlError(ENOTTY) when no scoutfs daemon serves that device (as an ioctl on
-    another filesystem would), ControlError(errno) when the daemon answers an error."""
-    path = socket_path_for_dev(st_dev)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            raise ControlError(errno.ENOTTY) from None
-        data = json.dumps(request).encode() + b"\n"
-        anc = []
-        if fds:
-            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-        try:
-            s.sendmsg([data], anc)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # a refused connection: its EAGAIN answer may still be there to read
-        buf = b""
-        while b"\n" not in buf:
-            try:
-                chunk = s.recv(MAX_MSG)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                raise ControlError(errno.EIO)
-            buf += chunk
-        reply = json.loads(buf.split(b"\n", 1)[0])
-    finally:
-        s.close()
-    if reply.get("errno"):
-        raise ControlError(int(reply["errno"]))
-    return reply
-
-
-def call_fd(fd: int, request: dict) -> dict:
-    """Like `call` for an open file: the request is about (and carries) that fd."""
-    return call(os.fstat(fd).st_dev, request, [fd])

@@ -30,7 +30,7 @@ from fs.cli.util import (
     opt_u64,
     register,
 )
-from fs.control import ControlError
+from fs.control_client import ControlError
 
 U32_MAX = (1 << 32) - 1
 WALK_BATCH = 8192  # entries asked per walk_inodes request
