@@ -28,6 +28,9 @@ from fs import format as fmt
 from fs.errors import FsError
 
 KEY_FIELD_MAX = (255, fmt.U64_MAX, 255, fmt.U64_MAX, fmt.U64_MAX, 255)
+# invalidate_range rebuilds the cache instead of deleting item by item past this many items
+# (and a quarter of the cache)
+INVALIDATE_REBUILD_MIN = 1024
 
 
 def key_inc(key: fmt.Key) -> fmt.Key | None:
@@ -247,11 +250,25 @@ class ItemCache:
     # ------------------------------------------------------------- invalidation, eviction
 
     def invalidate_range(self, start: fmt.Key, end: fmt.Key) -> None:
-        """Drop every cached item and range in [start, end] (the lock is being dropped)."""
-        for k in list(self.cache.irange(start, end)):
+        """Drop every cached item and range in [start, end] (the lock is being dropped).
+
+        A range holding a large part of the cache (a mount that wrote 100,000 inodes and
+        then walks the seq index drops 200,000 index items when its WRITE_ONLY lock goes
+        to NULL) is dropped by rebuilding the cache from the items outside it, linear in
+        the cache, rather than by one sorted-dict deletion per item."""
+        cache = self.cache
+        lo, hi = cache.bisect_left(start), cache.bisect_right(end)
+        inside = cache.keys()[lo:hi]
+        for k in inside:
             if k in self.dirty:
                 raise AssertionError(f"invalidating dirty item {fmt.format_key(k)}")
-            del self.cache[k]
+        if len(inside) > INVALIDATE_REBUILD_MIN and len(inside) * 4 >= len(cache):
+            keys = cache.keys()
+            self.cache = SortedDict([(k, cache[k]) for k in keys[:lo]]
+                                    + [(k, cache[k]) for k in keys[hi:]])
+        else:
+            for k in inside:
+                del cache[k]
         for s in list(self.ranges.keys()):
             e = self.ranges[s]
             if e < start or s > end:

@@ -158,3 +158,44 @@ def test_cache_matches_model(initial, operations):
         assert got == sorted(model.items())
 
     trio.run(main)
+
+
+def test_invalidate_of_most_of_the_cache_rebuilds_it_and_keeps_the_rest():
+    """A big range (past INVALIDATE_REBUILD_MIN items and a quarter of the cache) is dropped
+    by rebuilding the cache from what lies outside it: the same result as deleting each."""
+    from fs.item import INVALIDATE_REBUILD_MIN
+
+    n = INVALIDATE_REBUILD_MIN * 2
+    index = {fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, 5, 1024 + i): b"" for i in range(n)}
+    inodes = {k(1024 + i): b"i" for i in range(100)}
+    forest = FakeForest({**index, **inodes}, leaf=n + 200)
+    cache = ItemCache(forest, lambda: 3)
+    ilock = Lock(*zone_range(fmt.ZONE_INODE_INDEX))
+    ilock.mode = LOCK_READ
+    glock = group_lock(LOCK_WRITE)
+
+    async def main():
+        got = await cache.next_batch(ilock.start, ilock.end, ilock, n + 10)
+        assert [key for key, _v in got] == sorted(index)
+        assert await cache.lookup(k(1030), glock) == b"i"
+        cache.update(k(1031), b"dirty", glock)
+        before = len(cache.cache)
+        cache.invalidate_range(ilock.start, ilock.end)
+        assert len(cache.cache) == before - n
+        assert not any(key[0] == fmt.ZONE_INODE_INDEX for key in cache.cache)
+        assert cache.cache[k(1031)].dirty and k(1031) in cache.dirty
+        assert await cache.lookup(k(1030), glock) == b"i"
+        # a dirty item inside the range refuses, dropping nothing
+        ilock.mode = LOCK_WRITE_ONLY
+        await cache.next_batch(ilock.start, ilock.end, ilock, n + 10)
+        cache.update(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, 6, 1024), b"", ilock)
+        size = len(cache.cache)
+        try:
+            cache.invalidate_range(ilock.start, ilock.end)
+        except AssertionError:
+            pass
+        else:
+            raise AssertionError("invalidated a dirty item")
+        assert len(cache.cache) == size
+
+    trio.run(main)
