@@ -68,6 +68,9 @@ def parse_walk_pos(s: str) -> tuple[int, int, int]:
     return vals[0], vals[1], vals[2]
 
 
+WALK_ROW = "%-20d %-20d %-10d %-20d\n"
+
+
 def _walk_header() -> str:
     return f"{'#':<20} {'major':<20} {'minor':<10} {'ino':<20}\n"
 
@@ -121,12 +124,14 @@ def run_walk(cmd: str, events) -> int:
             ents = r.get("entries") or []
             if not ents:
                 break
-            lines = []
-            for major, minor, ino in ents:
-                if total % HEADER_EVERY == 0:
-                    lines.append(_walk_header())
-                lines.append(f"{total:<20} {major:<20} {minor:<10} {ino:<20}\n")
-                total += 1
+            lines: list[str] = []
+            add = lines.append
+            header = _walk_header()
+            for n, (major, minor, ino) in enumerate(ents, total):  # (%: twice f-string's speed)
+                if not n % HEADER_EVERY:
+                    add(header)
+                add(WALK_ROW % (n, major, minor, ino))
+            total += len(ents)
             _out("".join(lines))
             major, minor, ino = ents[-1]
             # continue after the last entry (minor is not part of the index key: an ino
