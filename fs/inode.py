@@ -220,12 +220,14 @@ async def walk_index(mctx, index_type: int, first: tuple[int, int], last: tuple[
                      limit: int, lock) -> list[tuple[int, int]]:
     """Up to `limit` (seq, ino) entries of a seq index from (major, ino) `first` to `last`
     inclusive, ascending; `lock` is a READ lock over the index zone.  One batched range
-    read of the item cache (whole leaves at a time)."""
+    read (whole leaves at a time) that leaves the item cache as it was."""
     if limit <= 0 or first > last:
         return []
     start = fmt.seq_index_key(index_type, first[0], first[1])
     end = fmt.seq_index_key(index_type, last[0], last[1])
-    return [(k[3], k[4]) for k, _v in await mctx.items.next_batch(start, end, lock, limit)]
+    # not cached: a walk reads each item once, and 100,000 of them would evict the cache
+    found = await mctx.items.next_batch(start, end, lock, limit, fill=False)
+    return [(k[3], k[4]) for k, _v in found]
 
 
 async def allocated_inos(mctx, start_ino: int, limit: int, lock) -> list[int]:

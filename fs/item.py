@@ -159,15 +159,37 @@ class ItemCache:
             k = key_dec(lo)
         return None
 
-    async def next_batch(self, key: fmt.Key, last: fmt.Key, lock,
-                         limit: int) -> list[tuple[fmt.Key, bytes]]:
+    async def next_batch(self, key: fmt.Key, last: fmt.Key, lock, limit: int, *,
+                         fill: bool = True) -> list[tuple[fmt.Key, bytes]]:
         """Up to `limit` live items with keys in [key, last], ascending: `next` for many
         items at once (whole cached ranges are scanned per forest read, not one key per
-        call; the seq index walk reads 100,000 items this way)."""
+        call; the seq index walk reads 100,000 items this way).
+
+        ``fill=False`` reads what is not cached straight from the forest without caching
+        it (a scan of a range far larger than the cache, read once: caching it would only
+        evict everything else).  What the cache holds outside its cached ranges is dirty,
+        so newer than the forest: it wins over what was read, tombstones included."""
         out: list[tuple[fmt.Key, bytes]] = []
         last = min(last, lock.end)
         k: fmt.Key | None = max(key, lock.start)
         while k is not None and k <= last and len(out) < limit:
+            if not fill and self._range_of(k) is None:
+                _lo, hi, found = await self.forest.read_range(k, lock.start, lock.end)
+                stop = min(hi, last)
+                merged = {ik: v for ik, v in found.items() if k <= ik <= stop}
+                cache = self.cache
+                for ik in cache.irange(k, stop):  # dirty items (none under a READ lock)
+                    it = cache[ik]
+                    if it.deleted:
+                        merged.pop(ik, None)
+                    else:
+                        merged[ik] = it.value
+                for ik in sorted(merged):
+                    out.append((ik, merged[ik]))
+                    if len(out) >= limit:
+                        return out
+                k = key_inc(stop)
+                continue
             _, end = await self._ensure(k, lock)
             stop = min(end, last)
             cache = self.cache  # (after the await: eviction replaces it)

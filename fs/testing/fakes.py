@@ -81,7 +81,7 @@ class FakeItems:
             return k, self.data[k]
         return None
 
-    async def next_batch(self, key, last, lock, limit: int):
+    async def next_batch(self, key, last, lock, limit: int, *, fill: bool = True):
         out = []
         for k in self.data.irange(key, last):
             if len(out) >= limit:

@@ -199,3 +199,32 @@ def test_invalidate_of_most_of_the_cache_rebuilds_it_and_keeps_the_rest():
         assert len(cache.cache) == size
 
     trio.run(main)
+
+
+def test_next_batch_without_fill_reads_the_forest_and_leaves_the_cache_alone():
+    forest = FakeForest({k(1024 + i): b"%d" % i for i in range(40)}, leaf=8)
+    cache = ItemCache(forest, lambda: 3)
+    lock = group_lock(LOCK_WRITE)
+
+    async def main():
+        # a cached range, a dirty item and a dirty tombstone outside any cached range
+        assert await cache.lookup(k(1030), lock) == b"6"
+        cache.update(k(1050), b"new", lock)
+        cache.update(k(1100), b"created", lock)
+        cache.delete(k(1060), lock)
+        cached_ranges = dict(cache.ranges)
+        nr_cached = len(cache.cache)
+        got = await cache.next_batch(k(1024), k(2047), lock, 1000, fill=False)
+        want = {k(1024 + i): b"%d" % i for i in range(40)}
+        want[k(1050)] = b"new"
+        want[k(1100)] = b"created"
+        del want[k(1060)]
+        assert got == sorted(want.items())
+        assert dict(cache.ranges) == cached_ranges and len(cache.cache) == nr_cached
+        # limits and starting points as next_batch with fill
+        for start, limit in ((k(1024), 5), (k(1031), 7), (k(1055), 3), (k(1064), 100)):
+            a = await cache.next_batch(start, k(2047), lock, limit, fill=False)
+            assert a == [kv for kv in sorted(want.items()) if kv[0] >= start][:limit]
+        assert await cache.next_batch(k(1024), k(2047), lock, 1000) == got
+
+    trio.run(main)
