@@ -165,15 +165,18 @@ class ItemCache:
         items at once (whole cached ranges are scanned per forest read, not one key per
         call; the seq index walk reads 100,000 items this way).
 
-        ``fill=False`` reads what is not cached straight from the forest without caching
-        it (a scan of a range far larger than the cache, read once: caching it would only
-        evict everything else).  What the cache holds outside its cached ranges is dirty,
-        so newer than the forest: it wins over what was read, tombstones included."""
+        ``fill=False`` caches what it reads only while the cache is less than half full,
+        and past that reads what is not cached straight from the forest without caching it
+        (a scan of a range larger than the cache would only evict everything else, over
+        and over; a smaller one is served from the cache the next time).  What the cache
+        holds outside its cached ranges is dirty, so newer than the forest: it wins over
+        what was read, tombstones included."""
         out: list[tuple[fmt.Key, bytes]] = []
         last = min(last, lock.end)
         k: fmt.Key | None = max(key, lock.start)
         while k is not None and k <= last and len(out) < limit:
-            if not fill and self._range_of(k) is None:
+            if (not fill and len(self.cache) >= self.max_items // 2
+                    and self._range_of(k) is None):
                 _lo, hi, found = await self.forest.read_range(k, lock.start, lock.end)
                 stop = min(hi, last)
                 merged = {ik: v for ik, v in found.items() if k <= ik <= stop}

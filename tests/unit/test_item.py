@@ -202,8 +202,10 @@ def test_invalidate_of_most_of_the_cache_rebuilds_it_and_keeps_the_rest():
 
 
 def test_next_batch_without_fill_reads_the_forest_and_leaves_the_cache_alone():
+    """...once the cache is half full (max_items 8 here); before, it caches as fill=True."""
     forest = FakeForest({k(1024 + i): b"%d" % i for i in range(40)}, leaf=8)
-    cache = ItemCache(forest, lambda: 3)
+    roomy = ItemCache(forest, lambda: 3)
+    cache = ItemCache(forest, lambda: 3, max_items=8)
     lock = group_lock(LOCK_WRITE)
 
     async def main():
@@ -226,5 +228,9 @@ def test_next_batch_without_fill_reads_the_forest_and_leaves_the_cache_alone():
             a = await cache.next_batch(start, k(2047), lock, limit, fill=False)
             assert a == [kv for kv in sorted(want.items()) if kv[0] >= start][:limit]
         assert await cache.next_batch(k(1024), k(2047), lock, 1000) == got
+        # a cache with room caches what it reads
+        roomy_got = await roomy.next_batch(k(1024), k(2047), lock, 1000, fill=False)
+        assert roomy_got == [(key, b"%d" % (key[1] - 1024)) for key in sorted(forest.items)]
+        assert len(roomy.cache) == 40 and roomy.ranges
 
     trio.run(main)
