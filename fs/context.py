@@ -38,6 +38,9 @@ class MountContext:
     # queue (never await) the kernel's cached pages of an inode to be dropped (release)
     drop_pages: Callable[[int], None] | None = None
     waiters: Any = None  # fs.datawait.DataWaiters, made on first use
+    # the server's last stable seq (GET_LAST_SEQ, spec §5.6); None: the open transaction's
+    # seq - 1 (a lone mount without a server, as in unit tests)
+    last_seq: Callable[[], Awaitable[int]] | None = None
 
 
 class InterruptToken:

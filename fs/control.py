@@ -40,7 +40,8 @@ longer one closes the connection) and must arrive complete within `idle_timeout`
 last one (a reply must be taken within it too).  accept() failing (EMFILE...) is logged and
 retried, never fatal.  Everything a client can make us log is rate limited.
 
-The client side (`call`) is used by the CLI.
+The client side (`call`, in fs/control_client.py so the CLI need not import trio) is used
+by the CLI.
 """
 
 from __future__ import annotations
@@ -62,11 +63,20 @@ from typing import Any
 
 import trio
 
+# the client side (the CLI's): no trio, so the commands start fast; re-exported from here
+from fs.control_client import (  # noqa: F401
+    MAX_MSG,
+    ControlError,
+    call,
+    call_fd,
+    run_dir,
+    socket_path,
+    socket_path_for_dev,
+)
 from fs.errors import FsError
 
 log = logging.getLogger(__name__)
 
-MAX_MSG = 1 << 20  # the client's receive size
 MAX_FDS = 4  # fds one request may pass
 MAX_REQUEST = 1 << 20  # bytes of one request line
 RECV_CHUNK = 1 << 16
@@ -78,18 +88,6 @@ IDLE_TIMEOUT_S = 30.0
 ACCEPT_RETRY_S = 0.1  # after accept() failed (EMFILE, ENFILE, ENOBUFS, ...)
 LOG_EVERY_S = 10.0  # at most one line of a kind per this many seconds
 INO_LIMIT = 1 << 64  # inode numbers are u64, and 0 is none
-
-
-def run_dir() -> str:
-    return os.environ.get("SCOUTFS_RUN_DIR", "/run/scoutfs")
-
-
-def socket_path(major: int, minor: int, rundir: str | None = None) -> str:
-    return os.path.join(rundir or run_dir(), "ctl", f"{major}:{minor}.sock")
-
-
-def socket_path_for_dev(st_dev: int) -> str:
-    return socket_path(os.major(st_dev), os.minor(st_dev))
 
 
 SocketIdentity = tuple[int, int, int]
@@ -580,6 +578,104 @@ async def _stat_more(srv: ControlServer, req: Request) -> dict:
             "crtime_sec": sec, "crtime_nsec": nsec}
 
 
+# --------------------------------------------------------------- inode index commands
+#
+# WALK_INODES, INO_PATH, GET_REFERRING_ENTRIES and GET_ALLOCATED_INOS (spec semantics §5.6,
+# §6.1).  Every number a client sends is type- and range-checked here, before any lock is
+# taken: u64 fields in [0, 2^64), minor in [0, 2^32), counts capped.  Names and paths are
+# bytes: they travel as latin-1 strings (one char per byte).
+
+WALK_MAX_NR = 16384  # entries one walk_inodes reply carries at most (the CLI loops)
+DIRENTS_MAX_NR = 1024  # entries of one get_referring_entries reply
+U32_LIMIT = 1 << 32
+
+
+def _uint(v: Any, limit: int = INO_LIMIT) -> int:
+    """An unsigned integer argument in [0, limit), else EINVAL (no bools, strings, floats)."""
+    if type(v) is not int or not 0 <= v < limit:
+        raise FsError(errno.EINVAL)
+    return v
+
+
+def _count(v: Any, cap: int) -> int:
+    """An entry count (a u32, as the ioctls' nr fields), capped to what one reply carries."""
+    return min(_uint(v, U32_LIMIT), cap)
+
+
+def _walk_pos(v: Any) -> tuple[int, int, int]:
+    """A walk position [major (u64), minor (u32), ino (u64)]."""
+    if not isinstance(v, list) or len(v) != 3:
+        raise FsError(errno.EINVAL)
+    return _uint(v[0]), _uint(v[1], U32_LIMIT), _uint(v[2])
+
+
+def _need_admin(req: Request) -> None:
+    """CAP_SYS_ADMIN / CAP_DAC_READ_SEARCH: root here (checked first, as the ioctls do)."""
+    if req.uid != 0:
+        raise FsError(errno.EPERM)
+
+
+@op("walk_inodes")
+async def _walk_inodes(srv: ControlServer, req: Request) -> dict:
+    """{index: 0 meta_seq | 1 data_seq, first, last: [major, minor, ino], nr} ->
+    {entries: [[major, minor, ino], ...]}: up to nr entries from first to last.  minor is
+    always 0 and not part of the index key."""
+    req.check_mount_fd()
+    a = req.args
+    index = a.get("index")
+    if type(index) is not int:
+        raise FsError(errno.EINVAL)
+    first, last = _walk_pos(a.get("first")), _walk_pos(a.get("last"))
+    nr = _count(a.get("nr"), WALK_MAX_NR)
+    ents = await srv.mount.fs.walk_inodes(index, (first[0], first[2]), (last[0], last[2]), nr)
+    return {"entries": [[major, 0, ino] for major, ino in ents]}
+
+
+@op("ino_path")
+async def _ino_path(srv: ControlServer, req: Request) -> dict:
+    """{ino, dir_ino, dir_pos} -> {dir_ino, dir_pos, path}: the path of the first entry
+    naming ino at or after (dir_ino, dir_pos); ENOENT when none is left."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    ino = parse_ino(a.get("ino"))
+    dir_ino, dir_pos = _uint(a.get("dir_ino", 0)), _uint(a.get("dir_pos", 0))
+    d_ino, d_pos, path = await srv.mount.fs.ino_path(ino, dir_ino, dir_pos)
+    return {"dir_ino": d_ino, "dir_pos": d_pos, "path": path.decode("latin-1")}
+
+
+@op("get_referring_entries")
+async def _get_referring_entries(srv: ControlServer, req: Request) -> dict:
+    """{ino, dir_ino, dir_pos, nr} -> {entries: [[dir_ino, dir_pos, d_type, name], ...],
+    last: whether the final entry is among them}."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    ino = parse_ino(a.get("ino"))
+    dir_ino, dir_pos = _uint(a.get("dir_ino", 0)), _uint(a.get("dir_pos", 0))
+    nr = _count(a.get("nr", DIRENTS_MAX_NR), DIRENTS_MAX_NR)
+    if nr == 0:
+        return {"entries": [], "last": False}
+    ents = await srv.mount.fs.get_referring_entries(ino, dir_ino, dir_pos, nr + 1)
+    last = len(ents) <= nr
+    return {"entries": [[d, e.pos, e.dtype, e.name.decode("latin-1")] for d, e in ents[:nr]],
+            "last": last}
+
+
+@op("get_allocated_inos")
+async def _get_allocated_inos(srv: ControlServer, req: Request) -> dict:
+    """{start_ino, nr} -> {inos: [...]}: allocated inode numbers from start_ino to the end
+    of its inode group."""
+    from fs import format as fmt
+
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    start = _uint(a.get("start_ino"))
+    nr = _count(a.get("nr", fmt.LOCK_GROUP_NR), fmt.LOCK_GROUP_NR)
+    return {"inos": await srv.mount.fs.get_allocated_inos(start, nr)}
+
+
 # ---- archive ops (fs/archive.py, fs/datawait.py): upstream's RELEASE, STAGE, DATA_WAITING,
 # DATA_WAIT_ERR, SETATTR_MORE and PUNCH_OFFLINE ioctls.  Each acts on the fd the caller
 # opened and passed; how it was opened (for writing, O_APPEND...) is read from the fd's
@@ -785,55 +881,3 @@ async def _sysfs_write(srv: ControlServer, req: Request) -> dict:
         raise FsError(errno.EACCES)
     await sysfs.write(srv.mount, tree, path, value)
     return {}
-
-
-# --------------------------------------------------------------------------- client
-
-
-class ControlError(Exception):
-    def __init__(self, err: int):
-        super().__init__(err, os.strerror(err))
-        self.errno = err
-
-
-def call(st_dev: int, request: dict, fds: list[int] | None = None,
-         timeout: float | None = None) -> dict:
-    """Send one request to the daemon of the mount whose st_dev is given; return its reply.
-    Raises ControlError(ENOTTY) when no scoutfs daemon serves that device (as an ioctl on
-    another filesystem would), ControlError(errno) when the daemon answers an error."""
-    path = socket_path_for_dev(st_dev)
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError):
-            raise ControlError(errno.ENOTTY) from None
-        data = json.dumps(request).encode() + b"\n"
-        anc = []
-        if fds:
-            anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds).tobytes())]
-        try:
-            s.sendmsg([data], anc)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # a refused connection: its EAGAIN answer may still be there to read
-        buf = b""
-        while b"\n" not in buf:
-            try:
-                chunk = s.recv(MAX_MSG)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                raise ControlError(errno.EIO)
-            buf += chunk
-        reply = json.loads(buf.split(b"\n", 1)[0])
-    finally:
-        s.close()
-    if reply.get("errno"):
-        raise ControlError(int(reply["errno"]))
-    return reply
-
-
-def call_fd(fd: int, request: dict) -> dict:
-    """Like `call` for an open file: the request is about (and carries) that fd."""
-    return call(os.fstat(fd).st_dev, request, [fd])

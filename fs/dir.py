@@ -131,6 +131,16 @@ async def backrefs(mctx, ino: int, lock) -> list[tuple[int, fmt.Dirent]]:
             async for key, val in mctx.items.items(start, end, lock)]
 
 
+async def next_backref(mctx, ino: int, dir_ino: int, dir_pos: int,
+                       lock) -> tuple[int, fmt.Dirent] | None:
+    """The first entry naming ino at or after (dir_ino, dir_pos) as (dir ino, dirent)."""
+    found = await mctx.items.next(fmt.backref_key(ino, dir_ino, dir_pos),
+                                  fmt.backref_key(ino, fmt.U64_MAX, fmt.U64_MAX), lock)
+    if found is None:
+        return None
+    return found[0][3], fmt.unpack_dirent(found[1])
+
+
 async def parent_of(mctx, dir_ino: int, lock) -> int:
     """The parent of a directory: the dir of its one backref (the root is its own parent)."""
     if dir_ino == fmt.ROOT_INO:

@@ -79,6 +79,11 @@ INODES_PER_META_BLOCK = fmt.META_BLOCK_SIZE // (
 # buffer and comes back for more, so larger batches would only read attrs for nothing
 READDIR_BATCH = 1024
 
+# INO_PATH: a path and its NUL fit in PATH_MAX bytes (else ENAMETOOLONG); a walk up that
+# found a directory removed under it starts over at most this many times
+PATH_MAX = 4096
+INO_PATH_RETRIES = 8
+
 # copy_file_range copies through read and write in chunks of at most this many bytes
 COPY_CHUNK = 1 << 20
 
@@ -635,10 +640,88 @@ class Filesystem:
             out.append((e.name, attrs.get(e.ino), nxt))
         return out
 
-    async def get_referring_entries(self, ino: int) -> list[tuple[int, fmt.Dirent]]:
-        """Every entry naming ino as (dir ino, dirent), ordered by (dir, pos)."""
-        async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
-            return await fsdir.backrefs(self.mctx, ino, locks[ino])
+    async def get_referring_entries(self, ino: int, dir_ino: int = 0, dir_pos: int = 0,
+                                    limit: int | None = None) -> list[tuple[int, fmt.Dirent]]:
+        """Entries naming ino as (dir ino, dirent), ordered by (dir, pos), from the cursor
+        (dir_ino, dir_pos) on (GET_REFERRING_ENTRIES); at most `limit` of them."""
+        mctx = self.mctx
+        async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+            if dir_ino == 0 and dir_pos == 0 and limit is None:
+                return await fsdir.backrefs(mctx, ino, locks[ino])
+            start = fmt.backref_key(ino, dir_ino, dir_pos)
+            end = fmt.backref_key(ino, fmt.U64_MAX, fmt.U64_MAX)
+            found = await mctx.items.next_batch(start, end, locks[ino],
+                                                fmt.LOCK_GROUP_NR if limit is None else limit)
+        return [(k[3], fmt.unpack_dirent(v)) for k, v in found]
+
+    # ------------------------------------------------------------------ inode index commands
+
+    async def ino_path(self, ino: int, dir_ino: int = 0,
+                       dir_pos: int = 0) -> tuple[int, int, bytes]:
+        """INO_PATH: the path from the root to the first entry naming ino at or after
+        (dir_ino, dir_pos), as (entry's dir ino, entry's pos, path without a leading
+        slash).  ENOENT when there is none (the root, an unlinked or unused inode);
+        ENAMETOOLONG when the path and its NUL would not fit in PATH_MAX bytes.
+
+        Each inode's backref is read under its own group's READ lock, one at a time (no
+        lock is held while taking the next, so no lock order matters); a directory on the
+        way removed meanwhile makes the walk start over, a few times at most."""
+        mctx = self.mctx
+        for _attempt in range(INO_PATH_RETRIES):
+            async with mctx.locks.inodes([ino], LOCK_READ) as locks:
+                found = await fsdir.next_backref(mctx, ino, dir_ino, dir_pos, locks[ino])
+            if found is None:
+                raise FsError(errno.ENOENT)
+            ent_dir, ent = found
+            parts = [ent.name]
+            total = len(ent.name)
+            cur = ent_dir
+            while total + 1 <= PATH_MAX and cur != fmt.ROOT_INO:
+                async with mctx.locks.inodes([cur], LOCK_READ) as locks:
+                    up = await fsdir.next_backref(mctx, cur, 0, 0, locks[cur])
+                if up is None:
+                    break  # the directory went away meanwhile: start over
+                cur, d = up
+                parts.append(d.name)
+                total += 1 + len(d.name)
+            if total + 1 > PATH_MAX:
+                raise FsError(errno.ENAMETOOLONG)
+            if cur == fmt.ROOT_INO:
+                return ent_dir, ent.pos, b"/".join(reversed(parts))
+        raise FsError(errno.ENOENT)
+
+    async def walk_inodes(self, index: int, first: tuple[int, int], last: tuple[int, int],
+                          limit: int) -> list[tuple[int, int]]:
+        """WALK_INODES (spec §5.6): up to `limit` (seq, ino) entries of the meta_seq
+        (index 0) or data_seq (1) index from (major, ino) `first` to `last`, ascending.
+
+        `last` is first clamped to the last stable seq (the server's GET_LAST_SEQ: below
+        every mount's open transaction), so dirty and unsynced inodes never appear and a
+        walker continuing from its last entry misses none.  The read holds a READ lock of
+        the index zone: writers of the index on every mount (WRITE_ONLY holders) commit
+        and drop it first, so every mount walks the same committed items."""
+        mctx = self.mctx
+        typ = fsinode.WALK_INDEX_TYPES.get(index)
+        if typ is None:
+            raise FsError(errno.EINVAL)
+        if mctx.last_seq is not None:
+            last_seq = await mctx.last_seq()
+        else:
+            last_seq = max(mctx.trans.seq - 1, 0)
+        if last_seq < last[0]:
+            last = (last_seq, fmt.U64_MAX)
+        if limit <= 0 or first > last:
+            return []
+        async with mctx.locks.zone((fmt.ZONE_INODE_INDEX, 0, 0, 0, 0, 0), LOCK_READ) as lock:
+            return await fsinode.walk_index(mctx, typ, first, last, limit, lock)
+
+    async def get_allocated_inos(self, start_ino: int, limit: int) -> list[int]:
+        """GET_ALLOCATED_INOS: inode numbers from start_ino to the end of its lock group that
+        have items (deleted inodes have none; unlinked ones still open do), at most
+        `limit`, under the group's READ lock."""
+        mctx = self.mctx
+        async with mctx.locks.inodes([start_ino], LOCK_READ) as locks:
+            return await fsinode.allocated_inos(mctx, start_ino, limit, locks[start_ino])
 
     # ------------------------------------------------------------------ volume
 

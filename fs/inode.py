@@ -207,3 +207,41 @@ def bump_data(inode: fmt.Inode, mctx) -> None:
     """A content change: new data_version, data_seq = the open transaction's seq."""
     inode.data_version += 1
     set_data_seq(inode, mctx, mctx.trans.seq)
+
+
+# --------------------------------------------------------------------------- index reads
+
+WALK_META_SEQ, WALK_DATA_SEQ = 0, 1  # WALK_INODES's `index` argument
+WALK_INDEX_TYPES = {WALK_META_SEQ: fmt.INODE_INDEX_META_SEQ,
+                    WALK_DATA_SEQ: fmt.INODE_INDEX_DATA_SEQ}
+
+
+async def walk_index(mctx, index_type: int, first: tuple[int, int], last: tuple[int, int],
+                     limit: int, lock) -> list[tuple[int, int]]:
+    """Up to `limit` (seq, ino) entries of a seq index from (major, ino) `first` to `last`
+    inclusive, ascending; `lock` is a READ lock over the index zone.  One batched range
+    read (whole leaves at a time) that leaves the item cache as it was."""
+    if limit <= 0 or first > last:
+        return []
+    start = fmt.seq_index_key(index_type, first[0], first[1])
+    end = fmt.seq_index_key(index_type, last[0], last[1])
+    # not cached: a walk reads each item once, and 100,000 of them would evict the cache
+    found = await mctx.items.next_batch(start, end, lock, limit, fill=False)
+    return [(k[3], k[4]) for k, _v in found]
+
+
+async def allocated_inos(mctx, start_ino: int, limit: int, lock) -> list[int]:
+    """Inode numbers from `start_ino` to the end of its lock group that have items (every FS
+    item belongs to an allocated inode, and the key's first field is its number), at most
+    `limit` of them; `lock` is a READ lock of the group."""
+    out: list[int] = []
+    last = fmt.inode_group_range(start_ino)[1]
+    ino = start_ino
+    while len(out) < limit and ino <= last[1]:
+        found = await mctx.items.next((fmt.ZONE_FS, ino, 0, 0, 0, 0), last, lock)
+        if found is None:
+            break
+        ino = found[0][1]
+        out.append(ino)
+        ino += 1
+    return out

@@ -302,7 +302,7 @@ def open_device(path: str, *, readonly: bool = True):
 def daemon_call(fd: int, request: dict) -> dict:
     """Ask the daemon of the mount holding the open fd (passed along with SCM_RIGHTS);
     raises fs.control.ControlError(errno) like a failed ioctl."""
-    from fs.control import ControlError, call_fd
+    from fs.control_client import ControlError, call_fd
 
     try:
         return call_fd(fd, request)

@@ -81,6 +81,14 @@ class FakeItems:
             return k, self.data[k]
         return None
 
+    async def next_batch(self, key, last, lock, limit: int, *, fill: bool = True):
+        out = []
+        for k in self.data.irange(key, last):
+            if len(out) >= limit:
+                break
+            out.append((k, self.data[k]))
+        return out
+
     async def prev(self, key, first, lock):
         for k in self.data.irange(first, key, reverse=True):
             return k, self.data[k]
@@ -181,6 +189,7 @@ def make_context(fmt_vers: int = 2) -> MountContext:
     root = fmt.Inode(ino=fmt.ROOT_INO, mode=0o040755, nlink=2, meta_seq=1,
                      atime=(1, 0), ctime=(1, 0), mtime=(1, 0), crtime=(1, 0))
     items.data[fmt.inode_key(fmt.ROOT_INO)] = fmt.pack_inode(root)
+    items.data[fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, 1, fmt.ROOT_INO)] = b""
     next_ino = [fmt.FIRST_ALLOC_INO]
 
     async def alloc_ino() -> int:

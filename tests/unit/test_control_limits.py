@@ -30,7 +30,7 @@ from types import SimpleNamespace
 import pytest
 import trio
 
-from fs import control
+from fs import control, control_client
 from fs.control import OPS, ControlServer, Request
 from fs.errors import FsError
 
@@ -662,7 +662,8 @@ def test_the_client_reports_a_refused_connection_as_eagain(sock_dir):
             assert await _ask(held, {"op": "ping"}) is not None
             st_dev = 12345
             with pytest.MonkeyPatch.context() as mp:
-                mp.setattr(control, "socket_path_for_dev", lambda dev: srv.path)
+                # (the client side lives in fs.control_client)
+                mp.setattr(control_client, "socket_path_for_dev", lambda dev: srv.path)
                 for _ in range(3):
                     with pytest.raises(control.ControlError) as e:
                         await trio.to_thread.run_sync(control.call, st_dev, {"op": "ping"})

@@ -158,3 +158,79 @@ def test_cache_matches_model(initial, operations):
         assert got == sorted(model.items())
 
     trio.run(main)
+
+
+def test_invalidate_of_most_of_the_cache_rebuilds_it_and_keeps_the_rest():
+    """A big range (past INVALIDATE_REBUILD_MIN items and a quarter of the cache) is dropped
+    by rebuilding the cache from what lies outside it: the same result as deleting each."""
+    from fs.item import INVALIDATE_REBUILD_MIN
+
+    n = INVALIDATE_REBUILD_MIN * 2
+    index = {fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, 5, 1024 + i): b"" for i in range(n)}
+    inodes = {k(1024 + i): b"i" for i in range(100)}
+    forest = FakeForest({**index, **inodes}, leaf=n + 200)
+    cache = ItemCache(forest, lambda: 3)
+    ilock = Lock(*zone_range(fmt.ZONE_INODE_INDEX))
+    ilock.mode = LOCK_READ
+    glock = group_lock(LOCK_WRITE)
+
+    async def main():
+        got = await cache.next_batch(ilock.start, ilock.end, ilock, n + 10)
+        assert [key for key, _v in got] == sorted(index)
+        assert await cache.lookup(k(1030), glock) == b"i"
+        cache.update(k(1031), b"dirty", glock)
+        before = len(cache.cache)
+        cache.invalidate_range(ilock.start, ilock.end)
+        assert len(cache.cache) == before - n
+        assert not any(key[0] == fmt.ZONE_INODE_INDEX for key in cache.cache)
+        assert cache.cache[k(1031)].dirty and k(1031) in cache.dirty
+        assert await cache.lookup(k(1030), glock) == b"i"
+        # a dirty item inside the range refuses, dropping nothing
+        ilock.mode = LOCK_WRITE_ONLY
+        await cache.next_batch(ilock.start, ilock.end, ilock, n + 10)
+        cache.update(fmt.seq_index_key(fmt.INODE_INDEX_META_SEQ, 6, 1024), b"", ilock)
+        size = len(cache.cache)
+        try:
+            cache.invalidate_range(ilock.start, ilock.end)
+        except AssertionError:
+            pass
+        else:
+            raise AssertionError("invalidated a dirty item")
+        assert len(cache.cache) == size
+
+    trio.run(main)
+
+
+def test_next_batch_without_fill_reads_the_forest_and_leaves_the_cache_alone():
+    """...once the cache is half full (max_items 8 here); before, it caches as fill=True."""
+    forest = FakeForest({k(1024 + i): b"%d" % i for i in range(40)}, leaf=8)
+    roomy = ItemCache(forest, lambda: 3)
+    cache = ItemCache(forest, lambda: 3, max_items=8)
+    lock = group_lock(LOCK_WRITE)
+
+    async def main():
+        # a cached range, a dirty item and a dirty tombstone outside any cached range
+        assert await cache.lookup(k(1030), lock) == b"6"
+        cache.update(k(1050), b"new", lock)
+        cache.update(k(1100), b"created", lock)
+        cache.delete(k(1060), lock)
+        cached_ranges = dict(cache.ranges)
+        nr_cached = len(cache.cache)
+        got = await cache.next_batch(k(1024), k(2047), lock, 1000, fill=False)
+        want = {k(1024 + i): b"%d" % i for i in range(40)}
+        want[k(1050)] = b"new"
+        want[k(1100)] = b"created"
+        del want[k(1060)]
+        assert got == sorted(want.items())
+        assert dict(cache.ranges) == cached_ranges and len(cache.cache) == nr_cached
+        # limits and starting points as next_batch with fill
+        for start, limit in ((k(1024), 5), (k(1031), 7), (k(1055), 3), (k(1064), 100)):
+            a = await cache.next_batch(start, k(2047), lock, limit, fill=False)
+            assert a == [kv for kv in sorted(want.items()) if kv[0] >= start][:limit]
+        assert await cache.next_batch(k(1024), k(2047), lock, 1000) == got
+        # a cache with room caches what it reads
+        roomy_got = await roomy.next_batch(k(1024), k(2047), lock, 1000, fill=False)
+        assert roomy_got == [(key, b"%d" % (key[1] - 1024)) for key in sorted(forest.items)]
+        assert len(roomy.cache) == 40 and roomy.ranges
+
+    trio.run(main)
