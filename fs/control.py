@@ -676,6 +676,48 @@ async def _get_allocated_inos(srv: ControlServer, req: Request) -> dict:
     return {"inos": await srv.mount.fs.get_allocated_inos(start, nr)}
 
 
+# ---- tagged xattrs (fs/xattr.py): LISTXATTR_HIDDEN and READ_XATTR_INDEX (spec §5.10, §6.1)
+
+HIDDEN_MAX_NR = 256  # names one list_hidden_xattrs reply carries at most (<= 255 bytes each)
+INDX_MAX_NR = 16384  # entries of one read_xattr_index reply (the CLI loops)
+INDX_MAJOR_LIMIT = 256
+
+
+@op("list_hidden_xattrs")
+async def _list_hidden_xattrs(srv: ControlServer, req: Request) -> dict:
+    """{pos} -> {names: [...], next}: the ``scoutfs.hide.`` names of the passed fd's inode
+    from index pos of their (hash, id) order, at most HIDDEN_MAX_NR; next is the pos to ask
+    next, or null when every name was returned."""
+    ino = req.inode(0)
+    pos = _uint(req.args.get("pos", 0), U32_LIMIT)
+    names = await srv.mount.fs.list_hidden_xattrs(ino)
+    part = names[pos:pos + HIDDEN_MAX_NR]
+    nxt = pos + len(part) if pos + len(part) < len(names) else None
+    return {"names": [n.decode("latin-1") for n in part], "next": nxt}
+
+
+def _indx_pos(v: Any) -> tuple[int, int, int]:
+    """An index position [major (u8), minor (u64), ino (u64)], else EINVAL."""
+    if not isinstance(v, list) or len(v) != 3:
+        raise FsError(errno.EINVAL)
+    return _uint(v[0], INDX_MAJOR_LIMIT), _uint(v[1]), _uint(v[2])
+
+
+@op("read_xattr_index")
+async def _read_xattr_index(srv: ControlServer, req: Request) -> dict:
+    """{first, last: [major, minor, ino], nr} -> {entries: [[major, minor, ino], ...]}: up
+    to nr de-duplicated entries of the .indx. index from first to last; first > last is
+    EINVAL, as the ioctl."""
+    req.check_mount_fd()
+    a = req.args
+    first, last = _indx_pos(a.get("first")), _indx_pos(a.get("last"))
+    if first > last:
+        raise FsError(errno.EINVAL)
+    nr = _count(a.get("nr", INDX_MAX_NR), INDX_MAX_NR)
+    ents = await srv.mount.fs.read_xattr_index(first, last, nr)
+    return {"entries": [list(e) for e in ents]}
+
+
 # ---- archive ops (fs/archive.py, fs/datawait.py): upstream's RELEASE, STAGE, DATA_WAITING,
 # DATA_WAIT_ERR, SETATTR_MORE and PUNCH_OFFLINE ioctls.  Each acts on the fd the caller
 # opened and passed; how it was opened (for writing, O_APPEND...) is read from the fd's

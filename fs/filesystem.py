@@ -876,6 +876,22 @@ class Filesystem:
     async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
         await self._xattr().removexattr(self.mctx, ino, name, ctx)
 
+    async def list_hidden_xattrs(self, ino: int) -> list[bytes]:
+        """LISTXATTR_HIDDEN: the ``scoutfs.hide.`` names of ino."""
+        return await self._xattr().list_hidden(self.mctx, ino)
+
+    async def read_xattr_index(self, first: tuple[int, int, int], last: tuple[int, int, int],
+                               limit: int) -> list[tuple[int, int, int]]:
+        """READ_XATTR_INDEX (spec §5.10): up to `limit` de-duplicated (major, minor, ino)
+        entries of the ``.indx.`` index from `first` to `last`, ascending.  Read under a
+        READ lock of the zone: writers on every mount (WRITE_ONLY holders) commit and drop
+        it first, so every mount reads the same committed items."""
+        xattr = self._xattr()
+        if limit <= 0 or first > last:
+            return []
+        async with self.mctx.locks.zone(xattr.INDX_ZONE_KEY, LOCK_READ) as lock:
+            return await xattr.read_index(self.mctx, first, last, limit, lock)
+
     # ------------------------------------------------------------------ deletion
 
     async def forget(self, ino: int) -> None:
@@ -918,7 +934,8 @@ class Filesystem:
         mctx = self.mctx
         data, xattr = self._data(), self._xattr()
         async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
-                index_lock(mctx) as ilock, orphan_lock(mctx) as olock, mctx.trans.hold():
+                index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
+                xattr.indx_lock(mctx) as xlock, mctx.trans.hold():
             lock = locks[ino]
             inode = await try_load_inode(mctx, ino, lock)
             if inode is None or inode.nlink > 0:
@@ -926,7 +943,7 @@ class Filesystem:
                 return False
             if fsinode.is_reg(inode):
                 await data.free_extents(mctx, inode, lock)
-            await xattr.delete_all(mctx, ino, lock)
+            await xattr.delete_all(mctx, ino, lock, xlock)
             # ---- synchronous from here
             if fsinode.is_lnk(inode):
                 fsdir.delete_symlink(mctx, ino, inode.size, lock)

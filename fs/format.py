@@ -306,6 +306,19 @@ def seq_index_key(index_type: int, seq: int, ino: int) -> Key:
     return (ZONE_INODE_INDEX, 0, index_type, seq, ino, 0)
 
 
+def xattr_indx_key(major: int, minor: int, ino: int, xid: int) -> Key:
+    """An ``.indx.`` xattr's index item (major u8, minor u64, ino, xattr id): major and the
+    high 56 bits of minor in the first field, minor's low byte in the type, so keys sort by
+    (major, minor, ino, xid).  No value."""
+    return (ZONE_XATTR_INDX, (major << 56) | (minor >> 8), minor & 0xFF, ino, xid, 0)
+
+
+def unpack_xattr_indx_key(key: Key) -> tuple[int, int, int, int]:
+    """(major, minor, ino, xid) of an `xattr_indx_key`."""
+    first, typ = key[1], key[2]
+    return first >> 56, ((first & ((1 << 56) - 1)) << 8) | typ, key[3], key[4]
+
+
 def rename_lock_key() -> Key:
     return (ZONE_LOCK, 0, LOCK_RENAME_TYPE, 0, 0, 0)
 

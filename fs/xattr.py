@@ -10,8 +10,17 @@ the parts no longer needed).
 Names (spec §5.10, cli-and-harness §3.5): ``user.``, ``trusted.``, ``security.``,
 ``system.posix_acl_access``/``system.posix_acl_default`` and ``scoutfs.`` names; anything
 else (and the empty name) is EOPNOTSUPP.  ``scoutfs.`` names continue with one or more tags
-``hide.``, ``srch.``, ``totl.``, ``indx.`` and need CAP_SYS_ADMIN (uid 0 here).  Only the tag
-syntax is checked here; the tags' indexes (totl, indx, srch) are maintained elsewhere.
+``hide.``, ``srch.``, ``totl.``, ``indx.`` and need CAP_SYS_ADMIN (uid 0 here).
+
+``.indx.`` xattrs (``...indx.NAME.MAJOR.MINOR``, no value) each have an item
+``fmt.xattr_indx_key(major, minor, ino, id)`` in the XATTR_INDX zone, written and deleted in
+the transaction that sets or removes the xattr, and deleted with the inode's xattrs
+(`delete_all`).  Writers hold a WRITE_ONLY lock over the whole zone (`indx_lock`, taken
+after the seq index lock, before the hold; the inode's WRITE lock is the items' primary
+lock); `read_index` reads under a READ lock of the zone, so every mount's writers commit
+first and all mounts read the same committed items.  `.hide.` names are left out of
+listxattr and listed by `list_hidden` (LISTXATTR_HIDDEN).  The ``.totl.`` and ``.srch.``
+tags are parsed and checked, but their totals and search logs are not kept yet.
 
 Every set and remove changes ctime and, through `store_inode`, meta_seq.  Changes run under
 the inode's exclusive `fs.data.inode_rwsem` (the VFS takes i_rwsem for setxattr).
@@ -28,6 +37,7 @@ own ACL code.
 from __future__ import annotations
 
 import errno
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fs import acl
@@ -36,7 +46,7 @@ from fs import inode as inode_mod
 from fs.data import inode_rwsem
 from fs.errors import FsError
 
-LOCK_READ, LOCK_WRITE = 1, 2  # fs.lock modes
+LOCK_READ, LOCK_WRITE, LOCK_WRITE_ONLY = 1, 2, 3  # fs.lock modes
 
 XATTR_CREATE = 1
 XATTR_REPLACE = 2
@@ -171,6 +181,64 @@ def _check_tagged(mctx, name: bytes, tags: Tags, value: bytes | None, ctx) -> No
         parse_indx_name(name)
         if value is not None and len(value):
             raise FsError(errno.EINVAL, ".indx. xattrs take no value")
+
+
+# --------------------------------------------------------------------------- the indx index
+
+INDX_ZONE_KEY = (fmt.ZONE_XATTR_INDX, 0, 0, 0, 0, 0)
+
+
+@asynccontextmanager
+async def indx_lock(mctx, needed: bool = True):
+    """The WRITE_ONLY lock over the XATTR_INDX zone (None when not `needed`)."""
+    if not needed:
+        yield None
+        return
+    async with mctx.locks.zone(INDX_ZONE_KEY, LOCK_WRITE_ONLY) as lock:
+        yield lock
+
+
+def indx_name_key(name: bytes, ino: int, xid: int) -> fmt.Key | None:
+    """The index item key of xattr `name` (id xid) of ino, None if it has no indx tag or a
+    malformed one (names are checked before they are stored)."""
+    if not name.startswith(SCOUTFS_PREFIX):
+        return None
+    try:
+        if not parse_tags(name).indx:
+            return None
+        major, minor = parse_indx_name(name)
+    except FsError:
+        return None
+    return fmt.xattr_indx_key(major, minor, ino, xid)
+
+
+async def read_index(mctx, first: tuple[int, int, int], last: tuple[int, int, int],
+                     limit: int, lock) -> list[tuple[int, int, int]]:
+    """Up to `limit` (major, minor, ino) entries of the indx index from `first` to `last`
+    inclusive, ascending, one per (major, minor, ino) however many xattrs map to it;
+    `lock` is a READ lock of the zone."""
+    if limit <= 0 or first > last:
+        return []
+    start = fmt.xattr_indx_key(first[0], first[1], first[2], 0)
+    end = fmt.xattr_indx_key(last[0], last[1], last[2], fmt.U64_MAX)
+    out: list[tuple[int, int, int]] = []
+    key = start
+    while len(out) < limit:
+        found = await mctx.items.next_batch(key, end, lock, limit - len(out) + 16, fill=False)
+        if not found:
+            break
+        for k, _v in found:
+            major, minor, ino, _xid = fmt.unpack_xattr_indx_key(k)
+            ent = (major, minor, ino)
+            if out and out[-1] == ent:
+                continue
+            out.append(ent)
+            if len(out) >= limit:
+                break
+        if found[-1][0] >= end:
+            break
+        key = fmt.key_next(found[-1][0])
+    return out
 
 
 # --------------------------------------------------------------------------- items
@@ -338,7 +406,8 @@ async def listxattr(mctx, ino: int, ctx) -> list[bytes]:
 
 
 async def list_hidden(mctx, ino: int) -> list[bytes]:
-    """The ``scoutfs.hide.`` names (for LISTXATTR_HIDDEN / list-hidden-xattrs)."""
+    """The ``scoutfs.hide.`` names (for LISTXATTR_HIDDEN / list-hidden-xattrs), in key
+    (name hash, id) order."""
     return [n for n, hidden in await _all_names(mctx, ino) if hidden]
 
 
@@ -351,7 +420,8 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
     async with inode_rwsem(mctx, ino, exclusive=True), \
             mctx.locks.inodes([ino], LOCK_WRITE) as locks:
         lock = locks[ino]
-        async with inode_mod.index_lock(mctx) as ilock, mctx.trans.hold():
+        async with inode_mod.index_lock(mctx) as ilock, \
+                indx_lock(mctx, tags.indx) as xlock, mctx.trans.hold():
             inode = await inode_mod.load_inode(mctx, ino, lock)
             if inode.flags & fmt.INODE_FLAG_RETENTION and not tags.hide:
                 raise FsError(errno.EPERM, "file is under retention")
@@ -365,6 +435,7 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
                 if found is None:
                     raise FsError(errno.ENODATA)
                 delete_parts(mctx, ino, name, found.xid, found.nparts, lock)
+                xid = found.xid
             else:
                 if found is not None and flags & XATTR_CREATE:
                     raise FsError(errno.EEXIST)
@@ -375,7 +446,15 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
                     inode.next_xattr_id += 1
                     write_parts(mctx, ino, name, value, xid, 0, lock)
                 else:
+                    xid = found.xid
                     write_parts(mctx, ino, name, value, found.xid, found.nparts, lock)
+            if xlock is not None:
+                major, minor = parse_indx_name(name)
+                ikey = fmt.xattr_indx_key(major, minor, ino, xid)
+                if value is None:
+                    mctx.items.delete(ikey, xlock, primary=lock)
+                else:
+                    mctx.items.update(ikey, b"", xlock, primary=lock)
             inode_mod.touch(inode, mtime=False, ctime=True, now=mctx.now())
             inode_mod.store_inode(mctx, inode, lock, ilock)
 
@@ -433,10 +512,23 @@ async def removexattr(mctx, ino: int, name: bytes, ctx) -> None:
     await _change(mctx, ino, bytes(name), None, 0, ctx)
 
 
-async def delete_all(mctx, ino: int, lock) -> None:
-    """Delete every xattr item of an inode being deleted (inside the caller's hold and WRITE
-    lock): collects the keys (awaits), then deletes them all without awaiting."""
+async def delete_all(mctx, ino: int, lock, xlock=None) -> None:
+    """Delete every xattr item of an inode being deleted, and the indx index items of its
+    ``.indx.`` xattrs (inside the caller's hold, WRITE lock and, `xlock`, `indx_lock`):
+    collects the keys (awaits), then deletes them all without awaiting."""
     start, end = _ino_range(ino)
-    keys = [k async for k, _ in mctx.items.items(start, end, lock)]
+    keys = []
+    ikeys = []
+    async for k, v in mctx.items.items(start, end, lock):
+        keys.append(k)
+        if k[5] == 0:
+            nlen = v[0]
+            ikey = indx_name_key(bytes(v[HDR.size:HDR.size + nlen]), ino, k[4])
+            if ikey is not None:
+                ikeys.append(ikey)
+    if ikeys and xlock is None:
+        raise AssertionError(f"inode {ino} has .indx. xattrs and no indx lock is held")
     for k in keys:
         mctx.items.delete(k, lock)
+    for k in ikeys:
+        mctx.items.delete(k, xlock, primary=lock)

@@ -32,7 +32,12 @@ class StubData:
 
 
 class StubXattr:
-    async def delete_all(self, mctx, ino, lock):
+    def indx_lock(self, mctx):
+        from fs import xattr
+
+        return xattr.indx_lock(mctx)
+
+    async def delete_all(self, mctx, ino, lock, xlock=None):
         pass
 
 

@@ -54,7 +54,12 @@ class StubXattr:
     def __init__(self) -> None:
         self.deleted: list[int] = []
 
-    async def delete_all(self, mctx, ino, lock):
+    def indx_lock(self, mctx):
+        from fs import xattr
+
+        return xattr.indx_lock(mctx)
+
+    async def delete_all(self, mctx, ino, lock, xlock=None):
         self.deleted.append(ino)
         start = fmt.xattr_key(ino, 0, 0, 0)
         end = fmt.xattr_key(ino, fmt.U64_MAX, fmt.U64_MAX, 255)

@@ -327,3 +327,124 @@ def test_no_ctx_is_privileged():
         await xattr.removexattr(mctx, INO, b"scoutfs.hide.x", None)
 
     run(main)
+
+
+def test_permission_before_totl_indx_names():
+    """Upstream's order: tag syntax (EINVAL), then CAP_SYS_ADMIN (EPERM), then the .totl. /
+    .indx. name numbers and values (EINVAL)."""
+    async def main():
+        mctx = await setup()
+        for n, v in ((b"scoutfs.totl.a.1.2.x", b"1"), (b"scoutfs.totl.a.1.2.3", b"junk"),
+                     (b"scoutfs.indx.a.256.1", b""), (b"scoutfs.indx.a.1.2", b"v")):
+            assert await errno_of(xattr.setxattr(mctx, INO, n, v, 0, USER)) == errno.EPERM
+            assert await errno_of(xattr.setxattr(mctx, INO, n, v, 0, ROOT)) == errno.EINVAL
+        for n in (b"scoutfs.", b"scoutfs.hide.hide.x", b"scoutfs.totl.indx.a.1.2.3"):
+            assert await errno_of(xattr.setxattr(mctx, INO, n, b"", 0, USER)) == errno.EINVAL
+        assert await errno_of(xattr.setxattr(mctx, INO, b"scoutfs.hide." + b"x" * 243, b"",
+                                             0, ROOT)) == errno.ERANGE
+        assert await errno_of(xattr.setxattr(mctx, INO, b"scoutfs.hide.x", b"x" * 65536, 0,
+                                             ROOT)) == errno.E2BIG
+
+    run(main)
+
+
+# --------------------------------------------------------------------------- .indx. items
+
+
+def indx_items(mctx):
+    return sorted(fmt.unpack_xattr_indx_key(k) for k in mctx.items.data
+                  if k[0] == fmt.ZONE_XATTR_INDX)
+
+
+async def read_all(mctx, first=(0, 0, 0), last=(255, fmt.U64_MAX, fmt.U64_MAX), limit=1000):
+    async with mctx.locks.zone(xattr.INDX_ZONE_KEY, 1) as lock:
+        return await xattr.read_index(mctx, first, last, limit, lock)
+
+
+def test_indx_key_packing_sorts():
+    keys = [(0, 0, 0, 0), (0, 0, 0, 1), (0, 0, 1, 0), (0, 255, 0, 0), (0, 256, 0, 0),
+            (0, fmt.U64_MAX, fmt.U64_MAX, fmt.U64_MAX), (1, 0, 0, 0),
+            (255, fmt.U64_MAX, fmt.U64_MAX, fmt.U64_MAX)]
+    packed = [fmt.xattr_indx_key(*k) for k in keys]
+    assert packed == sorted(packed)
+    assert [fmt.unpack_xattr_indx_key(p) for p in packed] == keys
+    assert all(p[0] == fmt.ZONE_XATTR_INDX for p in packed)
+
+
+def test_indx_items_follow_xattrs():
+    async def main():
+        mctx = await setup()
+        await xattr.setxattr(mctx, INO, b"scoutfs.hide.indx.a.3.4", b"", 0, ROOT)
+        await xattr.setxattr(mctx, INO, b"scoutfs.indx.b.3.4", b"", 0, ROOT)  # same entry
+        await xattr.setxattr(mctx, INO, b"scoutfs.hide.indx.c.0x10.0", b"", 0, ROOT)
+        await xattr.setxattr(mctx, INO, b"user.indx.1.2", b"", 0, ROOT)  # no tag: no item
+        items = indx_items(mctx)
+        assert [(ma, mi, ino) for ma, mi, ino, _ in items] == [(3, 4, INO), (3, 4, INO),
+                                                               (16, 0, INO)]
+        assert len({xid for *_, xid in items}) == 3
+        # setting it again is a no-op
+        await xattr.setxattr(mctx, INO, b"scoutfs.indx.b.3.4", b"", 0, ROOT)
+        assert indx_items(mctx) == items
+        # de-duplicated reads, ranges
+        assert await read_all(mctx) == [(3, 4, INO), (16, 0, INO)]
+        assert await read_all(mctx, (3, 4, INO + 1)) == [(16, 0, INO)]
+        assert await read_all(mctx, (0, 0, 0), (3, 4, INO)) == [(3, 4, INO)]
+        assert await read_all(mctx, (0, 0, 0), (3, 4, INO - 1)) == []
+        assert await read_all(mctx, limit=1) == [(3, 4, INO)]
+        # removal deletes just that xattr's item
+        await xattr.removexattr(mctx, INO, b"scoutfs.hide.indx.a.3.4", ROOT)
+        assert await read_all(mctx) == [(3, 4, INO), (16, 0, INO)]
+        await xattr.removexattr(mctx, INO, b"scoutfs.indx.b.3.4", ROOT)
+        assert await read_all(mctx) == [(16, 0, INO)]
+        assert await errno_of(xattr.removexattr(mctx, INO, b"scoutfs.indx.b.3.4", ROOT)) \
+            == errno.ENODATA
+        assert await read_all(mctx) == [(16, 0, INO)]
+
+    run(main)
+
+
+def test_failed_indx_sets_leave_no_items():
+    async def main():
+        mctx = await setup()
+        n = b"scoutfs.indx.a.1.2"
+        assert await errno_of(xattr.setxattr(mctx, INO, n, b"", REPLACE, ROOT)) == errno.ENODATA
+        assert await errno_of(xattr.setxattr(mctx, INO, n, b"x", 0, ROOT)) == errno.EINVAL
+        assert await errno_of(xattr.setxattr(mctx, INO, n, b"", 0, USER)) == errno.EPERM
+        assert indx_items(mctx) == []
+        await xattr.setxattr(mctx, INO, n, b"", CREATE, ROOT)
+        assert await errno_of(xattr.setxattr(mctx, INO, n, b"", CREATE, ROOT)) == errno.EEXIST
+        assert len(indx_items(mctx)) == 1
+
+    run(main)
+
+
+def test_delete_all_deletes_indx_items():
+    async def main():
+        mctx = await setup()
+        await xattr.setxattr(mctx, INO, b"scoutfs.indx.a.1.2", b"", 0, ROOT)
+        await xattr.setxattr(mctx, INO, b"scoutfs.hide.indx.b.255.7", b"", 0, ROOT)
+        await xattr.setxattr(mctx, INO, b"user.x", b"1", 0, ROOT)
+        async with mctx.locks.inodes([INO], 2) as locks:
+            with pytest.raises(AssertionError):
+                async with mctx.trans.hold():
+                    await xattr.delete_all(mctx, INO, locks[INO])
+            async with xattr.indx_lock(mctx) as xl, mctx.trans.hold():
+                await xattr.delete_all(mctx, INO, locks[INO], xl)
+        assert indx_items(mctx) == []
+        assert xattr_items(mctx) == {}
+        assert await read_all(mctx) == []
+
+    run(main)
+
+
+def test_list_hidden_names():
+    async def main():
+        mctx = await setup()
+        for n in (b"scoutfs.hide.a", b"scoutfs.srch.hide.b", b"scoutfs.srch.c", b"user.d",
+                  b"scoutfs.hide.indx.e.1.2"):
+            await xattr.setxattr(mctx, INO, n, b"" if b"indx" in n else b"1", 0, ROOT)
+        assert sorted(await xattr.list_hidden(mctx, INO)) == [
+            b"scoutfs.hide.a", b"scoutfs.hide.indx.e.1.2", b"scoutfs.srch.hide.b"]
+        assert sorted(await xattr.listxattr(mctx, INO, ROOT)) == [b"scoutfs.srch.c", b"user.d"]
+
+    run(main)
