@@ -20,7 +20,9 @@ never through a daemon.  Checks, in order:
    block counts match the extents (offline extents are unmapped or flagged, inside i_size,
    with known flags); seq index items match each inode's meta_seq/data_seq; READDIR and
    LINK_BACKREF values agree with their keys; every inode number in use is below the
-   super's next_ino (else new files would reuse live numbers).
+   super's next_ino (else new files would reuse live numbers); every ``.indx.`` xattr has
+   its XATTR_INDX item and every XATTR_INDX item (no value) an ``.indx.`` xattr of its
+   inode and id whose name ends in its major and minor.
 
 `check(meta_path, data_path)` returns the list of problems found (empty when clean);
 `check_devices()` does the work on open devices and also returns the block counts (the
@@ -39,6 +41,7 @@ from fs.alloc import read_extent_list
 from fs.block import Device, MetaBlocks, read_quorum_block, read_super
 from fs.btree import Btree
 from fs.errors import FsError, StaleBlock
+from fs.xattr_names import indx_pos
 
 
 class Problems(list):
@@ -61,13 +64,15 @@ _ITEM_KEY_FIELDS[(fmt.ZONE_ORPHAN, fmt.ORPHAN_TYPE)] = (0, 2, 3)
 _ITEM_KEY_FIELDS[(fmt.ZONE_INODE_INDEX, fmt.INODE_INDEX_META_SEQ)] = (0, 2, 3, 4)
 _ITEM_KEY_FIELDS[(fmt.ZONE_INODE_INDEX, fmt.INODE_INDEX_DATA_SEQ)] = (0, 2, 3, 4)
 # zones whose items this version does not interpret yet: any key shape
-_OPAQUE_ZONES = (fmt.ZONE_QUOTA, fmt.ZONE_XATTR_TOTL, fmt.ZONE_XATTR_INDX)
+_OPAQUE_ZONES = (fmt.ZONE_QUOTA, fmt.ZONE_XATTR_TOTL)
 
 
 def _item_key_problem(key: fmt.Key) -> str | None:
     """Why an fs_root/log tree item key is malformed, or None."""
     if key[0] in _OPAQUE_ZONES:
         return None
+    if key[0] == fmt.ZONE_XATTR_INDX:  # (major << 56 | minor >> 8, minor & 255, ino, id)
+        return "a field that must be zero is set" if key[5] else None
     fields = _ITEM_KEY_FIELDS.get((key[0], key[2]))
     if fields is None:
         return "unknown zone or type"
@@ -300,10 +305,12 @@ def _check_next_ino(sb: fmt.Super, items: dict[fmt.Key, bytes], problems: Proble
 
 
 def _check_xattrs(xattrs: dict[tuple[int, int, int], dict[int, bytes]],
-                  inodes: dict[int, fmt.Inode], problems: Problems) -> None:
+                  inodes: dict[int, fmt.Inode], problems: Problems,
+                  indx_names: dict[tuple[int, int], tuple[tuple[int, int], bytes]]) -> None:
     """Each xattr's parts (fs/xattr.py): an existing inode, an id below its next_xattr_id,
     parts 0..n-1 exactly as many as the header's lengths need, and the key's hash the
     name's (getxattr finds a name by its hash: listxattr would show a name getxattr misses).
+    Collects the ``.indx.`` ones into indx_names: (ino, id) -> ((major, minor), name).
     """
     hdr = fmt.XATTR_HDR
     for (ino, name_hash, xid), parts in xattrs.items():
@@ -328,6 +335,24 @@ def _check_xattrs(xattrs: dict[tuple[int, int, int], dict[int, bytes]],
         name = data[hdr.size:hdr.size + nlen]
         if not name or fmt.hash64(name) != name_hash:
             problems.add(f"{where}: the key's hash is not the hash of its name {name!r}")
+        pos = indx_pos(bytes(name))
+        if pos is not None:
+            indx_names[(ino, xid)] = (pos, bytes(name))
+
+
+def _check_indx(indx: dict[tuple[int, int], list[tuple[int, int]]],
+                indx_names: dict[tuple[int, int], tuple[tuple[int, int], bytes]],
+                problems: Problems) -> None:
+    """Every .indx. xattr (ino, id) -> ((major, minor), name) has exactly its index item;
+    every index item (ino, id) -> [(major, minor)] an .indx. xattr naming its position."""
+    for (ino, xid), (pos, name) in indx_names.items():
+        if indx.get((ino, xid)) != [pos]:
+            problems.add(f"xattr {name!r} (id {xid}) of inode {ino}: index items "
+                         f"{indx.get((ino, xid), [])}, not [{pos}]")
+    for (ino, xid), poss in indx.items():
+        if (ino, xid) not in indx_names:
+            problems.add(f"xattr index items {poss} of inode {ino} id {xid}: no .indx. "
+                         f"xattr of that id")
 
 
 def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
@@ -343,6 +368,7 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
     extents_by_ino: dict[int, list[tuple[int, int]]] = defaultdict(list)
     xattrs: dict[tuple[int, int, int], dict[int, bytes]] = defaultdict(dict)  # parts
     offline_ends: dict[int, int] = {}  # ino -> block after its last offline block
+    indx: dict[tuple[int, int], list[tuple[int, int]]] = defaultdict(list)  # (ino, id)
 
     for key, val in items.items():
         zone, first, typ, second, third, _fourth = key
@@ -385,6 +411,11 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
                 xattrs[(first, second, third)][_fourth] = val
             elif zone == fmt.ZONE_ORPHAN:
                 orphans.add(second)
+            elif zone == fmt.ZONE_XATTR_INDX:
+                major, minor, ino, xid = fmt.unpack_xattr_indx_key(key)
+                indx[(ino, xid)].append((major, minor))
+                if val:
+                    problems.add(f"xattr index item {fmt.format_key(key)} has a value")
             elif zone == fmt.ZONE_INODE_INDEX and typ == fmt.INODE_INDEX_META_SEQ:
                 meta_index[third].append(second)
             elif zone == fmt.ZONE_INODE_INDEX and typ == fmt.INODE_INDEX_DATA_SEQ:
@@ -394,7 +425,9 @@ def _check_items(items: dict[fmt.Key, bytes], problems: Problems) -> None:
 
     if fmt.ROOT_INO not in inodes:
         problems.add("the root inode (1) is missing")
-    _check_xattrs(xattrs, inodes, problems)
+    indx_names: dict[tuple[int, int], tuple[tuple[int, int], bytes]] = {}
+    _check_xattrs(xattrs, inodes, problems, indx_names)
+    _check_indx(indx, indx_names, problems)
 
     links: dict[int, int] = defaultdict(int)
     subdirs: dict[int, int] = defaultdict(int)

@@ -38,13 +38,23 @@ from __future__ import annotations
 
 import errno
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 from fs import acl
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs.data import inode_rwsem
 from fs.errors import FsError
+from fs.xattr_names import (  # noqa: F401 - re-exported
+    SCOUTFS_PREFIX,
+    TAG_NAMES,
+    TOTL_U64_MAX_LEN,
+    Tags,
+    indx_pos,
+    parse_indx_name,
+    parse_tags,
+    parse_totl_name,
+    parse_u64,
+)
 
 LOCK_READ, LOCK_WRITE, LOCK_WRITE_ONLY = 1, 2, 3  # fs.lock modes
 
@@ -53,49 +63,12 @@ XATTR_REPLACE = 2
 
 NAMESPACES = (b"user.", b"trusted.", b"security.", b"scoutfs.")
 SYSTEM_NAMES = (b"system.posix_acl_access", b"system.posix_acl_default")
-SCOUTFS_PREFIX = b"scoutfs."
-TAG_NAMES = (b"hide.", b"srch.", b"totl.", b"indx.")
-TOTL_U64_MAX_LEN = 23  # longest u64 string a .totl. name or value may hold
 
 HDR = fmt.XATTR_HDR
 PART = fmt.XATTR_PART_SIZE
 
 
-@dataclass
-class Tags:
-    hide: bool = False
-    srch: bool = False
-    totl: bool = False
-    indx: bool = False
-
-    @property
-    def any(self) -> bool:
-        return self.hide or self.srch or self.totl or self.indx
-
-
 # --------------------------------------------------------------------------- names
-
-
-def parse_tags(name: bytes) -> Tags:
-    """The tags of a ``scoutfs.`` name (EINVAL: none, unknown first tag, or a repeat)."""
-    tags = Tags()
-    rest = name[len(SCOUTFS_PREFIX):]
-    found = False
-    while True:
-        tag = rest[:5]
-        if tag not in TAG_NAMES:
-            if not found:
-                raise FsError(errno.EINVAL, "scoutfs xattr without a tag")
-            break
-        attr = tag[:4].decode()
-        if getattr(tags, attr):
-            raise FsError(errno.EINVAL, f"repeated xattr tag {attr}")
-        setattr(tags, attr, True)
-        found = True
-        rest = rest[5:]
-    if tags.totl and tags.indx:
-        raise FsError(errno.EINVAL, "totl. and indx. tags together")
-    return tags
 
 
 def check_name(name: bytes) -> Tags:
@@ -115,49 +88,6 @@ def check_name(name: bytes) -> Tags:
                 raise FsError(errno.EINVAL, "xattr name is only a namespace")
             return Tags()
     raise FsError(errno.EOPNOTSUPP, "unsupported xattr namespace")
-
-
-def parse_u64(s: bytes) -> int:
-    """A u64 as the kernel's kstrtoull(base 0) reads it, without '+' or a newline.
-
-    ``0x``/``0X`` hex, a leading ``0`` octal, else decimal; at most 23 characters; anything
-    else (empty, sign, junk, overflow) is EINVAL.
-    """
-    if not s or len(s) > TOTL_U64_MAX_LEN or s[:1] == b"+" or b"\n" in s:
-        raise FsError(errno.EINVAL, "bad u64")
-    if len(s) > 2 and s[:2] in (b"0x", b"0X") and s[2:3] in b"0123456789abcdefABCDEF":
-        digits, base, ok = s[2:], 16, b"0123456789abcdefABCDEF"
-    elif s[:1] == b"0":
-        digits, base, ok = s, 8, b"01234567"
-    else:
-        digits, base, ok = s, 10, b"0123456789"
-    if not digits or any(c not in ok for c in digits):
-        raise FsError(errno.EINVAL, "bad u64")
-    v = int(digits, base)
-    if v > fmt.U64_MAX:
-        raise FsError(errno.EINVAL, "u64 overflow")
-    return v
-
-
-def _last_components(name: bytes, nr: int) -> list[bytes]:
-    parts = name.split(b".")
-    if len(parts) < nr + 1:
-        raise FsError(errno.EINVAL, "xattr name lacks numeric components")
-    return parts[-nr:]
-
-
-def parse_totl_name(name: bytes) -> tuple[int, int, int]:
-    """The (a, b, c) totals key of a ``.totl.`` name ending in ``.A.B.C`` (EINVAL)."""
-    a, b, c = (parse_u64(p) for p in _last_components(name, 3))
-    return a, b, c
-
-
-def parse_indx_name(name: bytes) -> tuple[int, int]:
-    """The (major, minor) of an ``.indx.`` name ending in ``.MAJOR.MINOR`` (EINVAL)."""
-    major, minor = (parse_u64(p) for p in _last_components(name, 2))
-    if major > 255:
-        raise FsError(errno.EINVAL, "indx major above 255")
-    return major, minor
 
 
 def is_admin(ctx) -> bool:
@@ -201,15 +131,8 @@ async def indx_lock(mctx, needed: bool = True):
 def indx_name_key(name: bytes, ino: int, xid: int) -> fmt.Key | None:
     """The index item key of xattr `name` (id xid) of ino, None if it has no indx tag or a
     malformed one (names are checked before they are stored)."""
-    if not name.startswith(SCOUTFS_PREFIX):
-        return None
-    try:
-        if not parse_tags(name).indx:
-            return None
-        major, minor = parse_indx_name(name)
-    except FsError:
-        return None
-    return fmt.xattr_indx_key(major, minor, ino, xid)
+    pos = indx_pos(name)
+    return None if pos is None else fmt.xattr_indx_key(pos[0], pos[1], ino, xid)
 
 
 async def read_index(mctx, first: tuple[int, int, int], last: tuple[int, int, int],

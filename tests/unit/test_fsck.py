@@ -291,3 +291,35 @@ def test_offline_extents_and_counts():
     assert "past its size" in tree([(0, 6, 0, off)], 0, 6)
     assert "unmapped but not offline" in tree([(0, 1, 0, 0)], 0, 0)
     assert "unknown flags" in tree([(0, 1, 100, 8)], 1, 0)
+
+
+def test_indx_items_are_checked_against_their_xattrs():
+    """Every .indx. xattr has its XATTR_INDX item (major, minor, ino, id), every item an
+    .indx. xattr of that inode and id naming its major and minor, and items have no value."""
+    from fs.xattr import pack_parts
+
+    def check(names, index, value=b""):
+        items = good_tree()
+        items[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(
+            ino=1025, mode=0o100644, nlink=1, meta_seq=5, next_xattr_id=10))
+        for xid, name in names.items():
+            for nr, part in enumerate(pack_parts(name, b"")):
+                items[fmt.xattr_key(1025, fmt.hash64(name), xid, nr)] = part
+        for ent in index:
+            items[fmt.xattr_indx_key(*ent)] = value
+        p = fsck.Problems()
+        fsck._check_items(items, p)
+        return "\n".join(p)
+
+    names = {1: b"scoutfs.hide.indx.a.3.0x10", 2: b"scoutfs.indx.b.3.16", 3: b"user.indx.1.2"}
+    good = [(3, 16, 1025, 1), (3, 16, 1025, 2)]
+    assert check(names, good) == ""
+    assert "index items [], not [(3, 16)]" in check(names, good[:1])
+    assert "index items [(3, 17)], not [(3, 16)]" in check(names, [(3, 17, 1025, 1), good[1]])
+    assert "items [(1, 2)] of inode 1025 id 3: no .indx. xattr" in check(
+        names, good + [(1, 2, 1025, 3)])
+    assert "of inode 1099 id 1: no .indx. xattr" in check(names, good + [(3, 16, 1099, 1)])
+    assert "has a value" in check(names, good, value=b"x")
+    # the key shape: the fourth field is zero
+    assert fsck._item_key_problem(fmt.xattr_indx_key(255, fmt.U64_MAX, 5, 6)) is None
+    assert fsck._item_key_problem((fmt.ZONE_XATTR_INDX, 0, 0, 0, 0, 1)) is not None
