@@ -685,15 +685,20 @@ INDX_MAJOR_LIMIT = 256
 
 @op("list_hidden_xattrs")
 async def _list_hidden_xattrs(srv: ControlServer, req: Request) -> dict:
-    """{pos} -> {names: [...], next}: the ``scoutfs.hide.`` names of the passed fd's inode
-    from index pos of their (hash, id) order, at most HIDDEN_MAX_NR; next is the pos to ask
-    next, or null when every name was returned."""
+    """{pos: [name hash, id]} -> {names: [...], next}: the ``scoutfs.hide.`` names of the
+    passed fd's inode from xattr key (hash, id) pos on, at most HIDDEN_MAX_NR; next is the
+    pos to ask next (as the ioctl's hash_pos/id_pos cursor), or null after the last."""
     ino = req.inode(0)
-    pos = _uint(req.args.get("pos", 0), U32_LIMIT)
-    names = await srv.mount.fs.list_hidden_xattrs(ino)
-    part = names[pos:pos + HIDDEN_MAX_NR]
-    nxt = pos + len(part) if pos + len(part) < len(names) else None
-    return {"names": [n.decode("latin-1") for n in part], "next": nxt}
+    pos = req.args.get("pos", [0, 0])
+    if not isinstance(pos, list) or len(pos) != 2:
+        raise FsError(errno.EINVAL)
+    after = (_uint(pos[0]), _uint(pos[1]))
+    found = await srv.mount.fs.list_hidden_xattrs(ino, after)
+    part = found[:HIDDEN_MAX_NR]
+    nxt = None
+    if len(found) > HIDDEN_MAX_NR:
+        nxt = [found[HIDDEN_MAX_NR][0], found[HIDDEN_MAX_NR][1]]
+    return {"names": [n.decode("latin-1") for _h, _x, n in part], "next": nxt}
 
 
 def _indx_pos(v: Any) -> tuple[int, int, int]:

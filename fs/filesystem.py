@@ -876,9 +876,11 @@ class Filesystem:
     async def removexattr(self, ino: int, name: bytes, ctx: Ctx | None = None) -> None:
         await self._xattr().removexattr(self.mctx, ino, name, ctx)
 
-    async def list_hidden_xattrs(self, ino: int) -> list[bytes]:
-        """LISTXATTR_HIDDEN: the ``scoutfs.hide.`` names of ino."""
-        return await self._xattr().list_hidden(self.mctx, ino)
+    async def list_hidden_xattrs(self, ino: int, after: tuple[int, int] = (0, 0)
+                                 ) -> list[tuple[int, int, bytes]]:
+        """LISTXATTR_HIDDEN: (name hash, id, name) of the ``scoutfs.hide.`` xattrs of ino
+        from key (hash, id) `after` on."""
+        return await self._xattr().list_hidden(self.mctx, ino, after)
 
     async def read_xattr_index(self, first: tuple[int, int, int], last: tuple[int, int, int],
                                limit: int) -> list[tuple[int, int, int]]:

@@ -227,11 +227,13 @@ async def find(mctx, ino: int, name: bytes, lock) -> Found | None:
     return Found(match_id, len(parts), value)
 
 
-async def _names(mctx, ino: int, lock) -> list[bytes]:
-    """Every xattr name of the inode, reading only the first part of each."""
-    start, end = _ino_range(ino)
+async def _names(mctx, ino: int, lock,
+                 after: tuple[int, int] = (0, 0)) -> list[tuple[int, int, bytes]]:
+    """(name hash, id, name) of every xattr of the inode from key (hash, id) `after` on, in
+    key order, reading only the first part of each."""
+    _start, end = _ino_range(ino)
     out = []
-    key: fmt.Key | None = start
+    key: fmt.Key | None = fmt.xattr_key(ino, after[0], after[1], 0)
     items = mctx.items
     while key is not None:
         found = await items.next(key, end, lock)
@@ -240,7 +242,7 @@ async def _names(mctx, ino: int, lock) -> list[bytes]:
         k, val = found
         if k[5] == 0:
             nlen = val[0]
-            out.append(bytes(val[HDR.size:HDR.size + nlen]))
+            out.append((k[3], k[4], bytes(val[HDR.size:HDR.size + nlen])))
         if k[4] < fmt.U64_MAX:
             key = fmt.xattr_key(ino, k[3], k[4] + 1, 0)
         elif k[3] < fmt.U64_MAX:
@@ -303,35 +305,39 @@ async def getxattr(mctx, ino: int, name: bytes, ctx) -> bytes:
     return found.value
 
 
-async def _all_names(mctx, ino: int) -> list[tuple[bytes, bool]]:
-    """Every xattr name of ino with whether it is hidden (a ``scoutfs.hide.`` tag)."""
+async def _all_names(mctx, ino: int,
+                     after: tuple[int, int] = (0, 0)) -> list[tuple[int, int, bytes, bool]]:
+    """(name hash, id, name, hidden) of every xattr of ino from key (hash, id) `after` on;
+    hidden: a ``scoutfs.hide.`` tag."""
     async with mctx.locks.inodes([ino], LOCK_READ) as locks:
         lock = locks[ino]
         await inode_mod.load_inode(mctx, ino, lock)
-        names = await _names(mctx, ino, lock)
+        names = await _names(mctx, ino, lock, after)
     out = []
-    for n in names:
+    for h, xid, n in names:
         hidden = False
         if n.startswith(SCOUTFS_PREFIX):
             try:
                 hidden = parse_tags(n).hide
             except FsError:
                 pass
-        out.append((n, hidden))
+        out.append((h, xid, n, hidden))
     return out
 
 
 async def listxattr(mctx, ino: int, ctx) -> list[bytes]:
     """The visible names: not ``scoutfs.hide.*``, and ``trusted.*`` only for root."""
     admin = is_admin(ctx)
-    return [n for n, hidden in await _all_names(mctx, ino)
+    return [n for _h, _x, n, hidden in await _all_names(mctx, ino)
             if not hidden and (admin or not n.startswith(b"trusted."))]
 
 
-async def list_hidden(mctx, ino: int) -> list[bytes]:
-    """The ``scoutfs.hide.`` names (for LISTXATTR_HIDDEN / list-hidden-xattrs), in key
-    (name hash, id) order."""
-    return [n for n, hidden in await _all_names(mctx, ino) if hidden]
+async def list_hidden(mctx, ino: int,
+                      after: tuple[int, int] = (0, 0)) -> list[tuple[int, int, bytes]]:
+    """(name hash, id, name) of the ``scoutfs.hide.`` xattrs from key (hash, id) `after` on,
+    in key order (LISTXATTR_HIDDEN's cursor: a list read in pieces misses and repeats
+    nothing that stays)."""
+    return [(h, x, n) for h, x, n, hidden in await _all_names(mctx, ino, after) if hidden]
 
 
 async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, ctx) -> None:

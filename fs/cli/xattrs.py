@@ -56,7 +56,7 @@ def run_list_hidden(cmd: str, events) -> int:
         raise UsageError("no filename given")
     fd = open_path(filename, os.O_RDONLY)
     try:
-        pos: int | None = 0
+        pos: list[int] | None = [0, 0]
         while pos is not None:
             try:
                 r = daemon_call(fd, {"op": "list_hidden_xattrs", "pos": pos})

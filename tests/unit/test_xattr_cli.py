@@ -56,7 +56,7 @@ def test_index_through_the_filesystem_and_inode_deletion():
         assert await fs.read_xattr_index((1, 2, f.ino + 1), ALL[1], 100) == [(1, 2, g.ino)]
         assert await fs.read_xattr_index(ALL[1], ALL[0], 100) == []
         assert await fs.read_xattr_index(*ALL, 0) == []
-        assert await fs.list_hidden_xattrs(g.ino) == [b"scoutfs.hide.x"]
+        assert [n for *_, n in await fs.list_hidden_xattrs(g.ino)] == [b"scoutfs.hide.x"]
         await mctx.trans.sync()
         # deleting an inode deletes its index items
         await fs.unlink(ROOT, b"f", CTX)
@@ -80,8 +80,9 @@ class RecFs:
         self.asked.append((first, last, nr))
         return [(1, 2, 1025)]
 
-    async def list_hidden_xattrs(self, ino):
-        return [b"scoutfs.hide.%d" % n for n in range(600)]
+    async def list_hidden_xattrs(self, ino, after):
+        self.asked.append((ino, after))
+        return [(h, 0, b"scoutfs.hide.%d" % h) for h in range(600) if (h, 0) >= after]
 
 
 def _srv():
@@ -120,7 +121,20 @@ def test_read_xattr_index_op_checks_every_argument():
 def test_list_hidden_op_needs_an_fd_and_pages():
     srv = _srv()
     assert _errno(srv, "list_hidden_xattrs", {}) == errno.EBADF
-    assert _errno(srv, "list_hidden_xattrs", {"pos": 0}, uid=1000) == errno.EBADF
+    assert _errno(srv, "list_hidden_xattrs", {"pos": [0, 0]}, uid=1000) == errno.EBADF
+
+
+def test_list_hidden_op_pages_by_key(monkeypatch):
+    srv = _srv()
+    monkeypatch.setattr(Request, "inode", lambda self, i=0: 1025)
+    r = _call(srv, "list_hidden_xattrs", {}, fds=[99])
+    assert r["names"][0] == "scoutfs.hide.0" and len(r["names"]) == 256
+    assert r["next"] == [256, 0]
+    r = _call(srv, "list_hidden_xattrs", {"pos": [512, 0]}, fds=[99])
+    assert len(r["names"]) == 88 and r["next"] is None
+    assert srv.mount.fs.asked == [(1025, (0, 0)), (1025, (512, 0))]
+    for bad in (0, [0], [0, -1], [2**64, 0], ["0", 0], [0, True]):
+        assert _errno(srv, "list_hidden_xattrs", {"pos": bad}, fds=[99]) == errno.EINVAL
 
 
 # --------------------------------------------------------------------------- CLI
@@ -143,9 +157,9 @@ class FakeDaemon:
             ents = [e for e in self.entries if f <= e <= la]
             return {"entries": [list(e) for e in ents[:self.page]]}
         if req["op"] == "list_hidden_xattrs":
-            pos = req["pos"]
+            pos = req["pos"][0]
             part = self.names[pos:pos + self.page]
-            nxt = pos + len(part) if pos + len(part) < len(self.names) else None
+            nxt = [pos + len(part), 0] if pos + len(part) < len(self.names) else None
             return {"names": part, "next": nxt}
         raise AssertionError(req)
 
@@ -238,7 +252,7 @@ def test_list_hidden_output_pages_and_errors(monkeypatch, capfd, tmp_path):
     rc, out, errout = _cli(monkeypatch, capfd, ["list-hidden-xattrs", str(f)], d)
     assert (rc, errout) == (0, "")
     assert out == "scoutfs.hide.a\nscoutfs.hide.b????\nscoutfs.srch.hide.c\nscoutfs.hide.d\n"
-    assert [c["pos"] for c in d.calls] == [0, 3]
+    assert [c["pos"] for c in d.calls] == [[0, 0], [3, 0]]
     rc, out, errout = _cli(monkeypatch, capfd, ["list-hidden-xattrs"], d)
     assert (rc, out) == (64, "")
     assert errout.splitlines()[0] == "list-hidden-xattrs: no filename given"
