@@ -201,7 +201,8 @@ class Filesystem:
                       gid: int | None = None, size: int | None = None, atime=None,
                       mtime=None, ctime=None, ctx: Ctx | None = None) -> Attr:
         """Change attributes; times are (sec, nsec) or "now".  ctime becomes now (or the
-        given ctime) on any change; crtime never changes here."""
+        given ctime) on any change; crtime never changes here.  A file under retention
+        refuses every change (EPERM, §5.11)."""
         mctx = self.mctx
         if size is not None:
             if size < 0:
@@ -221,8 +222,7 @@ class Filesystem:
         async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
                 index_lock(mctx) as ilock, mctx.trans.hold():
             inode = await load_inode(mctx, ino, locks[ino])
-            if (atime is not None or mtime is not None) and \
-                    inode.flags & fmt.INODE_FLAG_RETENTION:
+            if inode.flags & fmt.INODE_FLAG_RETENTION:  # any attribute change (§5.11)
                 raise FsError(errno.EPERM, "file is under retention")
             access = acl_value = None
             if mode is not None:
@@ -790,6 +790,16 @@ class Filesystem:
         from fs import archive
 
         await archive.setattr_more(self.mctx, ino, **kw)
+
+    async def get_attr_x(self, ino: int, mask: int) -> dict:
+        from fs import archive
+
+        return await archive.get_attr_x(self.mctx, ino, mask)
+
+    async def set_attr_x(self, ino: int, **kw) -> None:
+        from fs import archive
+
+        await archive.set_attr_x(self.mctx, ino, **kw)
 
     def data_waiting(self, after_ino: int, after_iblock: int,
                      limit: int) -> list[tuple[int, int, int]]:
