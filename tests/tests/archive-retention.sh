@@ -2,8 +2,9 @@
 # Retention (set-attr-x -t 1; spec semantics §5.11, cli-and-harness §3.5):
 # while it is set, writes, truncates, any attribute change, unlink, rename of
 # or over the file, user. xattr changes and punch-offline fail with EPERM, on
-# every mount; reads and scoutfs.hide. xattrs still work.  Only root may set
-# or clear it, and a call that clears it may change other fields.
+# every mount; reads and other xattrs (scoutfs.hide., trusted.) still work.
+# Only root may set or clear it, and a call that clears it may change other
+# fields.
 #
 
 t_require_commands scoutfs setpriv setfattr getfattr dd truncate touch chmod chown mv rm cat
@@ -47,11 +48,13 @@ echo "== from another mount too"
 run rm -f "$T_D1/file"
 run truncate -s 0 "$T_D1/file"
 
-echo "== reads and hidden scoutfs xattrs still work"
+echo "== reads and xattrs other than user. still work"
 cat "$FILE"
 getfattr --absolute-names -n user.a "$FILE" | t_filter_fs
 run setfattr -n scoutfs.hide.x -v 1 "$FILE"
 run setfattr -x scoutfs.hide.x "$FILE"
+run setfattr -n trusted.t -v 1 "$FILE"
+run setfattr -x trusted.t "$FILE"
 
 echo "== non-root can't clear it"
 run setpriv --reuid=12345 --regid=12345 --clear-groups scoutfs set-attr-x -t 0 "$FILE"
