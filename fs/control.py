@@ -852,8 +852,10 @@ async def _fiemap_op(srv: ControlServer, req: Request) -> dict:
     if length == 0:
         raise FsError(errno.EINVAL)
     length = min(length, U64_MAX + 1 - start)
-    exts = await srv.mount.fs.fiemap(ino, start, length)
-    return {"extents": [list(e) for e in exts[:min(nr, FIEMAP_MAX_NR)]]}
+    if nr == 0:
+        return {"extents": []}
+    exts = await srv.mount.fs.fiemap(ino, start, length, min(nr, FIEMAP_MAX_NR))
+    return {"extents": [list(e) for e in exts]}
 
 
 @op("punch_offline")

@@ -822,11 +822,13 @@ class Filesystem:
         """SEEK_DATA (3) and SEEK_HOLE (4) only (see `fs.data.lseek`)."""
         return await self._data().lseek(self.mctx, ino, offset, whence)
 
-    async def fiemap(self, ino: int, start: int, length: int,
+    async def fiemap(self, ino: int, start: int, length: int, limit: int | None = None,
                      ) -> list[tuple[int, int, int, int]]:
         """(logical byte, physical byte, length, FIEMAP_EXTENT_* flags) of the extents
-        overlapping [start, start+length) (see `fs.data.fiemap`)."""
-        return await self._data().fiemap(self.mctx, ino, start, length)
+        overlapping [start, start+length), at most `limit` (see `fs.data.fiemap`)."""
+        if limit is None:
+            return await self._data().fiemap(self.mctx, ino, start, length)
+        return await self._data().fiemap(self.mctx, ino, start, length, limit)
 
     async def copy_file_range(self, ino_in: int, off_in: int, ino_out: int, off_out: int,
                               length: int, flags: int, ctx: Ctx | None = None) -> int:

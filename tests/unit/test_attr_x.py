@@ -297,3 +297,29 @@ def test_control_fiemap_op(ctl):
         assert (await ask(op="fiemap", fd_flags=None))["errno"] == errno.EBADF
 
     run(main)
+
+
+def test_fiemap_limit_pages_through_the_extents():
+    """fiemap with a limit returns whole extents, LAST only on the file's last one; paging
+    after the last returned extent gives the same list as one unlimited call."""
+    async def main():
+        mctx = make_context()
+        await make_file(mctx)
+        for b in range(0, 40, 2):  # 20 one-block extents with holes between them
+            await data.write(mctx, INO, b * BS, pattern(BS), CTX)
+        await data.fallocate(mctx, INO, 0, 40 * BS, 3 * BS, CTX)  # and an unwritten one
+        whole = await data.fiemap(mctx, INO, 0, 1 << 62)
+        assert len(whole) == 21 and whole[-1][3] & 0x1
+        assert not any(e[3] & 0x1 for e in whole[:-1])
+        for limit in (1, 2, 7, 20, 21, 22):
+            got, start = [], 0
+            while True:
+                part = await data.fiemap(mctx, INO, start, (1 << 62) - start, limit)
+                assert len(part) <= limit
+                got += part
+                if not part or part[-1][3] & 0x1:
+                    break
+                start = part[-1][0] + part[-1][2]
+            assert got == whole, limit
+
+    run(main)
