@@ -323,3 +323,51 @@ def test_fiemap_limit_pages_through_the_extents():
             assert got == whole, limit
 
     run(main)
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def _try(cmd: str) -> str:
+    return f"Try `{cmd} --help' or `{cmd} --usage' for more information.\n"
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["set-attr-x", "-v", "0", "F"], "data version must not be 0"),
+    (["set-attr-x", "-t", "2", "F"], "retention must be 0 or 1: '2'"),
+    (["set-attr-x", "-p", "1"], "must provide file path"),
+    (["get-attr-x"], "must provide file path"),
+    (["get-attr-x", "F", "G"], "more than one argument given"),
+    (["get-attr-x", "-p", "7", "F"], "too many arguments"),
+    (["get-fiemap", "-P", "-L", "F"], "can only specify one of --physical and --logical"),
+    (["get-fiemap"], "must provide file path"),
+])
+def test_attr_x_and_fiemap_usage_errors(capsys, argv, msg):
+    from fs.cli.main import main
+
+    if msg == "too many arguments":  # get's flags take no value: 7 is a second path
+        msg = "more than one argument given"
+    assert main(argv) == 64
+    out, err = capsys.readouterr()
+    assert err == f"{argv[0]}: {msg}\n" + _try(argv[0]) and out == ""
+
+
+@pytest.mark.parametrize("cmd", ["get-attr-x", "set-attr-x", "get-fiemap"])
+def test_commands_on_a_file_off_scoutfs(capsys, tmp_path, cmd):
+    """A file of another filesystem: the open works, the call fails (no daemon answers)
+    with a failed line; a missing file is upstream's failed-to-open line."""
+    from fs.cli.main import main
+
+    f = tmp_path / "f"
+    f.write_bytes(b"x")
+    assert main([cmd, str(tmp_path / "nothing")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"failed to open '{tmp_path}/nothing': No such file or directory (2)\n"
+                   f"scoutfs: {cmd} failed: No such file or directory (2)\n")
+    assert main([cmd, str(f)]) == 1
+    err = capsys.readouterr().err
+    prefix = "fiemap ioctl failed: " if cmd == "get-fiemap" else \
+        f"attr_x ioctl failed on '{f}': "
+    lines = err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith(prefix), err
+    assert lines[1].startswith(f"scoutfs: {cmd} failed: ") and "Traceback" not in err
