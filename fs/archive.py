@@ -1,5 +1,7 @@
-"""The archive interfaces on file contents: RELEASE, STAGE, PUNCH_OFFLINE and SETATTR_MORE
+"""The archive interfaces on file contents: RELEASE, STAGE, PUNCH_OFFLINE, SETATTR_MORE
 (spec §5.2, §5.3, §5.7, §5.9), with their argument checks in the spec's errno order.
+
+GET_ATTR_X and SET_ATTR_X (§5.7, §5.11: retention, project id) live here too.
 
 The caller (fs/control.py) tells each call how the file was opened (`writable`, and for
 stage `bad_flags`: O_APPEND, O_DIRECT or O_DSYNC) and whether the mount is read-only;
@@ -257,6 +259,141 @@ async def punch_offline(mctx, ino: int, offset: int, length: int, data_version: 
         raise FsError(errno.EINVAL, "punch_offline range holds mapped blocks")
 
 
+# --------------------------------------------------------------------------- attr_x
+#
+# GET_ATTR_X / SET_ATTR_X (§5.7): the fields are chosen by x_mask bits (upstream's
+# SCOUTFS_IOC_IAX_*); boolean attributes travel in `bits` (B_RETENTION), operation flags in
+# x_flags (F_SIZE_OFFLINE).  meta_seq, data_seq and the block counts can only be read.
+
+IAX_META_SEQ = 1 << 0
+IAX_DATA_SEQ = 1 << 1
+IAX_DATA_VERSION = 1 << 2
+IAX_ONLINE_BLOCKS = 1 << 3
+IAX_OFFLINE_BLOCKS = 1 << 4
+IAX_CTIME = 1 << 5
+IAX_CRTIME = 1 << 6
+IAX_SIZE = 1 << 7
+IAX_RETENTION = 1 << 8
+IAX_PROJECT_ID = 1 << 9
+IAX_MASK = (1 << 10) - 1
+IAX_B_RETENTION = 1 << 0
+IAX_BITS = IAX_B_RETENTION
+IAX_F_SIZE_OFFLINE = 1 << 0
+IAX_FLAGS = IAX_F_SIZE_OFFLINE
+
+# the end offset in upstream's 104-byte struct scoutfs_ioctl_inode_attr_x of each field:
+# GET_ATTR_X returns how many bytes it filled (up to the last field asked for)
+_IAX_END = {IAX_META_SEQ: 24, IAX_DATA_SEQ: 32, IAX_DATA_VERSION: 40, IAX_ONLINE_BLOCKS: 48,
+            IAX_OFFLINE_BLOCKS: 56, IAX_CTIME: 68, IAX_CRTIME: 80, IAX_SIZE: 88,
+            IAX_RETENTION: 96, IAX_PROJECT_ID: 104}
+
+
+def attr_x_of(inode: fmt.Inode, mask: int) -> dict:
+    """GET_ATTR_X of a loaded inode: {name: value} of the fields in mask, and "filled",
+    the bytes of the ioctl's struct that upstream's call fills (0 for an empty mask)."""
+    out: dict = {}
+    if mask & IAX_META_SEQ:
+        out["meta_seq"] = inode.meta_seq
+    if mask & IAX_DATA_SEQ:
+        out["data_seq"] = inode.data_seq
+    if mask & IAX_DATA_VERSION:
+        out["data_version"] = inode.data_version
+    if mask & IAX_ONLINE_BLOCKS:
+        out["online_blocks"] = inode.online_blocks
+    if mask & IAX_OFFLINE_BLOCKS:
+        out["offline_blocks"] = inode.offline_blocks
+    if mask & IAX_CTIME:
+        out["ctime_sec"], out["ctime_nsec"] = inode.ctime
+    if mask & IAX_CRTIME:
+        out["crtime_sec"], out["crtime_nsec"] = inode.crtime
+    if mask & IAX_SIZE:
+        out["size"] = inode.size
+    if mask & IAX_RETENTION:
+        out["bits"] = IAX_B_RETENTION if inode.flags & fmt.INODE_FLAG_RETENTION else 0
+    if mask & IAX_PROJECT_ID:
+        out["project_id"] = inode.proj
+    out["filled"] = max((end for bit, end in _IAX_END.items() if mask & bit), default=0)
+    return out
+
+
+async def get_attr_x(mctx, ino: int, mask: int) -> dict:
+    """GET_ATTR_X (§5.7): anyone who opened the file may read every field."""
+    if mask & ~IAX_MASK:
+        raise FsError(errno.EINVAL, "unknown attr_x mask bits")
+    async with mctx.locks.inodes([ino], fsdata.LOCK_READ) as locks:
+        inode = await inode_mod.load_inode(mctx, ino, locks[ino])
+    return attr_x_of(inode, mask)
+
+
+async def set_attr_x(mctx, ino: int, *, mask: int, flags: int = 0, bits: int = 0,
+                     data_version: int = 0, size: int = 0,
+                     ctime: tuple[int, int] = (0, 0), crtime: tuple[int, int] = (0, 0),
+                     project_id: int = 0, admin: bool) -> None:
+    """SET_ATTR_X (§5.7) with its checks in the spec's order; all or nothing.
+
+    Sets data_version (and data_seq), size (with F_SIZE_OFFLINE: offline extents over
+    0..size), ctime, crtime, the retention bit and the project id; the read-only fields in
+    the mask are ignored.  meta_seq becomes the transaction's."""
+    if not admin:
+        raise FsError(errno.EPERM)
+    if mask & ~IAX_MASK or flags & ~IAX_FLAGS or bits & ~IAX_BITS:
+        raise FsError(errno.EINVAL, "unknown attr_x mask, flag or bits")
+    if mask & (IAX_RETENTION | IAX_PROJECT_ID) and mctx.fmt_vers < 2:
+        raise FsError(errno.EOPNOTSUPP, "retention and project id need format version 2")
+    set_dv = bool(mask & IAX_DATA_VERSION)
+    set_size = bool(mask & IAX_SIZE)
+    offline = bool(flags & IAX_F_SIZE_OFFLINE)
+    if set_dv and data_version == 0:
+        raise FsError(errno.EINVAL, "data_version 0")
+    async with fsdata.inode_rwsem(mctx, ino, exclusive=True), \
+            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+        lock = locks[ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            inode = await inode_mod.load_inode(mctx, ino, lock)
+            is_reg = stat.S_ISREG(inode.mode)
+            if (set_dv or set_size) and (not is_reg or inode.data_version != 0):
+                raise FsError(errno.EINVAL, "size or data_version of this file can't be set")
+            if set_size and size > 0 and not set_dv:
+                raise FsError(errno.EINVAL, "size without a data_version")
+            if offline and not (set_size and size > 0):
+                raise FsError(errno.EINVAL, "offline without a size")
+            if mask & IAX_RETENTION and not is_reg:
+                raise FsError(errno.EINVAL, "retention of a file not regular")
+            clears = bool(mask & IAX_RETENTION and not bits & IAX_B_RETENTION)
+            if inode.flags & fmt.INODE_FLAG_RETENTION and not clears:
+                raise FsError(errno.EPERM, "file is under retention")
+            if set_size and size > fmt.MAX_FILE_SIZE:
+                raise FsError(errno.EFBIG)
+            if (set_size or set_dv) and (inode.online_blocks or inode.offline_blocks or (
+                    await fsdata.load_extents(mctx, ino, 0, U64_MAX, lock, limit=1))):
+                raise FsError(errno.EINVAL, "the file already has blocks")
+            async with mctx.trans.hold():
+                inode = await inode_mod.load_inode(mctx, ino, lock)
+                # atomic from here
+                if offline:
+                    new = _offline_pieces(0, _nblocks(size) - 1)
+                    d_on, d_off = fsdata.apply_extents(mctx, ino, lock, [], new)
+                    inode.online_blocks += d_on
+                    inode.offline_blocks += d_off
+                if set_size:
+                    inode.size = size
+                if set_dv:
+                    inode.data_version = data_version
+                    inode_mod.set_data_seq(inode, mctx, mctx.trans.seq)
+                if mask & IAX_CTIME:
+                    inode.ctime = tuple(ctime)
+                if mask & IAX_CRTIME:
+                    inode.crtime = tuple(crtime)
+                if mask & IAX_RETENTION:
+                    if bits & IAX_B_RETENTION:
+                        inode.flags |= fmt.INODE_FLAG_RETENTION
+                    else:
+                        inode.flags &= ~fmt.INODE_FLAG_RETENTION
+                if mask & IAX_PROJECT_ID:
+                    inode.proj = project_id
+                inode_mod.store_inode(mctx, inode, lock, ilock)
+
+
 # --------------------------------------------------------------------------- setattr_more
 
 
@@ -269,38 +406,8 @@ async def setattr_more(mctx, ino: int, *, data_version: int, size: int, flags: i
         raise FsError(errno.EBADF)
     if flags & ~SETATTR_MORE_FLAGS:
         raise FsError(errno.EINVAL, "unknown setattr_more flags")
-    if not admin:
-        raise FsError(errno.EPERM)
-    offline = bool(flags & SETATTR_MORE_OFFLINE)
-    async with fsdata.inode_rwsem(mctx, ino, exclusive=True), \
-            mctx.locks.inodes([ino], LOCK_WRITE) as locks:
-        lock = locks[ino]
-        async with inode_mod.index_lock(mctx) as ilock:
-            inode = await inode_mod.load_inode(mctx, ino, lock)
-            if not stat.S_ISREG(inode.mode) or inode.data_version != 0:
-                raise FsError(errno.EINVAL, "size or data_version of this file can't be set")
-            if size > 0 and not data_version:
-                raise FsError(errno.EINVAL, "size without a data_version")
-            if offline and not size > 0:
-                raise FsError(errno.EINVAL, "offline without a size")
-            fsdata._check_retention(inode)
-            if size > fmt.MAX_FILE_SIZE:
-                raise FsError(errno.EFBIG)
-            if inode.online_blocks or inode.offline_blocks or (
-                    await fsdata.load_extents(mctx, ino, 0, U64_MAX, lock, limit=1)):
-                raise FsError(errno.EINVAL, "the file already has blocks")
-            async with mctx.trans.hold():
-                inode = await inode_mod.load_inode(mctx, ino, lock)
-                # atomic from here
-                if offline:
-                    new = _offline_pieces(0, _nblocks(size) - 1)
-                    d_on, d_off = fsdata.apply_extents(mctx, ino, lock, [], new)
-                    inode.online_blocks += d_on
-                    inode.offline_blocks += d_off
-                inode.size = size
-                if data_version:
-                    inode.data_version = data_version
-                    inode_mod.set_data_seq(inode, mctx, mctx.trans.seq)
-                inode.ctime = tuple(ctime)
-                inode.crtime = tuple(crtime)
-                inode_mod.store_inode(mctx, inode, lock, ilock)
+    mask = IAX_CTIME | IAX_CRTIME | IAX_SIZE | (IAX_DATA_VERSION if data_version else 0)
+    await set_attr_x(mctx, ino, mask=mask,
+                     flags=IAX_F_SIZE_OFFLINE if flags & SETATTR_MORE_OFFLINE else 0,
+                     data_version=data_version, size=size, ctime=ctime, crtime=crtime,
+                     admin=admin)

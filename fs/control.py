@@ -730,6 +730,7 @@ async def _read_xattr_index(srv: ControlServer, req: Request) -> dict:
 
 U64_MAX = (1 << 64) - 1
 STAGE_MAX_BYTES = 1 << 20  # decoded payload of one stage request
+FIEMAP_MAX_NR = 4096  # extents of one fiemap reply (the CLI continues after the last)
 
 
 def _arg_int(req: Request, name: str, default: int | None = 0, lo: int = 0,
@@ -854,6 +855,54 @@ async def _setattr_more_op(srv: ControlServer, req: Request) -> dict:
                 _arg_int(req, "crtime_nsec", 0, 0, 999_999_999)),
         writable=_writable(req), admin=req.uid == 0)
     return {}
+
+
+def _timespec(req: Request, name: str) -> tuple[int, int]:
+    return (_arg_int(req, f"{name}_sec"), _arg_int(req, f"{name}_nsec", 0, 0, 999_999_999))
+
+
+@op("get_attr_x")
+async def _get_attr_x_op(srv: ControlServer, req: Request) -> dict:
+    """{x_mask} -> the fields asked for (fs.archive.attr_x_of) and "filled": of the file
+    the caller opened (any way: anyone may read these)."""
+    ino = await _file_ino(srv, req)
+    return await srv.mount.fs.get_attr_x(ino, _arg_int(req, "x_mask"))
+
+
+@op("set_attr_x")
+async def _set_attr_x_op(srv: ControlServer, req: Request) -> dict:
+    """{x_mask, x_flags, bits, data_version, size, ctime_sec/nsec, crtime_sec/nsec,
+    project_id}: of the file the caller opened (any way; root only, checked first by the
+    filesystem layer after the arguments' types)."""
+    ino = await _file_ino(srv, req)
+    await srv.mount.fs.set_attr_x(
+        ino, mask=_arg_int(req, "x_mask"), flags=_arg_int(req, "x_flags"),
+        bits=_arg_int(req, "bits"), data_version=_arg_int(req, "data_version"),
+        size=_arg_int(req, "size"), ctime=_timespec(req, "ctime"),
+        crtime=_timespec(req, "crtime"), project_id=_arg_int(req, "project_id"),
+        admin=req.uid == 0)
+    return {}
+
+
+@op("fiemap")
+async def _fiemap_op(srv: ControlServer, req: Request) -> dict:
+    """FS_IOC_FIEMAP {start, length, nr} -> {extents: [[logical, physical, length, flags],
+    ...]} (bytes; FIEMAP_EXTENT_* flags) of at most nr extents overlapping the range;
+    a directory has none (EOPNOTSUPP, as the dir inode has no fiemap)."""
+    ino = await _file_ino(srv, req)
+    start = _arg_int(req, "start")
+    length = _arg_int(req, "length", U64_MAX)
+    nr = _arg_int(req, "nr", FIEMAP_MAX_NR, 0, U32_LIMIT - 1)
+    a = await srv.mount.fs.getattr(ino)
+    if not stat.S_ISREG(a.mode):
+        raise FsError(errno.EOPNOTSUPP)
+    if length == 0:
+        raise FsError(errno.EINVAL)
+    length = min(length, U64_MAX + 1 - start)
+    if nr == 0:
+        return {"extents": []}
+    exts = await srv.mount.fs.fiemap(ino, start, length, min(nr, FIEMAP_MAX_NR))
+    return {"extents": [list(e) for e in exts]}
 
 
 @op("punch_offline")

@@ -37,6 +37,7 @@ OTHER_NAMES = (
     "lock_free",
     "lock_free_idle",
     "lock_grant",
+    "lock_grant_during_invalidation",
     "lock_grant_pre_invalidated",
     "lock_grant_request",
     "lock_grant_response",

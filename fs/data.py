@@ -853,9 +853,11 @@ def _fiemap_entry(e: Extent) -> list[int]:
     return [e.start, e.blkno, e.length, flags]
 
 
-async def fiemap(mctx, ino: int, start: int, length: int) -> list[tuple[int, int, int, int]]:
+async def fiemap(mctx, ino: int, start: int, length: int,
+                 limit: int | None = None) -> list[tuple[int, int, int, int]]:
     """The extents overlapping bytes [start, start+length) as (logical byte, physical byte,
-    length in bytes, FIEMAP_EXTENT_* flags), whole (not clipped to the range).
+    length in bytes, FIEMAP_EXTENT_* flags), whole (not clipped to the range); at most
+    `limit` of them (the reading stops there: a caller continues after the last).
 
     Offline extents are UNKNOWN with physical 0, unwritten ones UNWRITTEN; neighbours that
     are logically and physically contiguous with the same flags are reported as one
@@ -883,10 +885,16 @@ async def fiemap(mctx, ino: int, start: int, length: int) -> list[tuple[int, int
                         p[2] += ent[2]
                         continue
                 out.append(ent)
+                if limit is not None and len(out) > limit:
+                    break  # out[limit - 1] is whole: one more started after it
+            if limit is not None and len(out) > limit:
+                del out[limit:]
+                more_after = True
+                break
             if len(exts) < LSEEK_BATCH:
                 break
             pos = exts[-1].last + 1
-        if out:
+        if out and not more_after:
             nxt = out[-1][0] + out[-1][2]
             if nxt <= fmt.U64_MAX:
                 more_after = await mctx.items.next(fmt.extent_key(ino, nxt, 0),

@@ -201,7 +201,8 @@ class Filesystem:
                       gid: int | None = None, size: int | None = None, atime=None,
                       mtime=None, ctime=None, ctx: Ctx | None = None) -> Attr:
         """Change attributes; times are (sec, nsec) or "now".  ctime becomes now (or the
-        given ctime) on any change; crtime never changes here."""
+        given ctime) on any change; crtime never changes here.  A file under retention
+        refuses every change (EPERM, §5.11)."""
         mctx = self.mctx
         if size is not None:
             if size < 0:
@@ -221,8 +222,7 @@ class Filesystem:
         async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
                 index_lock(mctx) as ilock, mctx.trans.hold():
             inode = await load_inode(mctx, ino, locks[ino])
-            if (atime is not None or mtime is not None) and \
-                    inode.flags & fmt.INODE_FLAG_RETENTION:
+            if inode.flags & fmt.INODE_FLAG_RETENTION:  # any attribute change (§5.11)
                 raise FsError(errno.EPERM, "file is under retention")
             access = acl_value = None
             if mode is not None:
@@ -791,6 +791,16 @@ class Filesystem:
 
         await archive.setattr_more(self.mctx, ino, **kw)
 
+    async def get_attr_x(self, ino: int, mask: int) -> dict:
+        from fs import archive
+
+        return await archive.get_attr_x(self.mctx, ino, mask)
+
+    async def set_attr_x(self, ino: int, **kw) -> None:
+        from fs import archive
+
+        await archive.set_attr_x(self.mctx, ino, **kw)
+
     def data_waiting(self, after_ino: int, after_iblock: int,
                      limit: int) -> list[tuple[int, int, int]]:
         """This mount's data waiters after the cursor: (ino, iblock, ops)."""
@@ -812,11 +822,13 @@ class Filesystem:
         """SEEK_DATA (3) and SEEK_HOLE (4) only (see `fs.data.lseek`)."""
         return await self._data().lseek(self.mctx, ino, offset, whence)
 
-    async def fiemap(self, ino: int, start: int, length: int,
+    async def fiemap(self, ino: int, start: int, length: int, limit: int | None = None,
                      ) -> list[tuple[int, int, int, int]]:
         """(logical byte, physical byte, length, FIEMAP_EXTENT_* flags) of the extents
-        overlapping [start, start+length) (see `fs.data.fiemap`)."""
-        return await self._data().fiemap(self.mctx, ino, start, length)
+        overlapping [start, start+length), at most `limit` (see `fs.data.fiemap`)."""
+        if limit is None:
+            return await self._data().fiemap(self.mctx, ino, start, length)
+        return await self._data().fiemap(self.mctx, ino, start, length, limit)
 
     async def copy_file_range(self, ino_in: int, off_in: int, ino_out: int, off_out: int,
                               length: int, flags: int, ctx: Ctx | None = None) -> int:

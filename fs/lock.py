@@ -29,6 +29,10 @@ Protocol rules kept here (spec §3.3-3.5):
   NULL), waiting could deadlock when the grant was lost (our request cannot answer for
   us), so the invalidation is served at once against our READ and the grant, when it
   comes, is applied as the invalidation's target (`pre_inval`): the requester asks again.
+- A grant applied while an invalidation drains our users (`draining_to`: one of an earlier
+  server, whose successor recovered our old mode and granted a request we resent) is kept
+  as the mode we already hold: the invalidation sets its target when done, so a user served
+  the grant now would find the mode gone under it.  The requester asks again afterwards.
 - Stale and duplicate invalidations (lock unknown, or already at or below the target) are
   answered at once without side effects.
 - Recovery (`recover_entries`) reports every non-NULL lock's mode; during an invalidation
@@ -118,6 +122,9 @@ class Lock:
         # an invalidation of the grant in flight was answered early: apply it at most so
         self.pre_inval: int | None = None
         self.invalidating = False
+        # the target of an invalidation draining our users and dropping our cache (it sets
+        # this mode when done, whatever a grant applied meanwhile), or None
+        self.draining_to: int | None = None
         self.freeing = False  # a background NULL request for this idle lock is queued
         self._wake = trio.Event()  # set (and replaced) on grants, releases, invalidations
 
@@ -281,6 +288,14 @@ class LockClient:
             if lock.invalidating:
                 mode = lock.mode  # the running invalidation sets the target when done
         lock.pre_inval = None
+        if lock.draining_to is not None and not at_or_below(mode, lock.draining_to):
+            # an invalidation (of an earlier server, say: the new one recovered our old mode
+            # and granted this) is draining our users and will set its target when done;
+            # a user served this grant now would be under a mode about to be clobbered.
+            # Keep what we hold: the requester asks again once the invalidation is done
+            # (the server's view of us covers more than we claim, which is safe)
+            self._inc("lock_grant_during_invalidation")
+            mode = lock.mode
         readable_before = lock.mode in (LOCK_READ, LOCK_WRITE)
         self._set_mode(lock, mode)
         lock.write_seq = max(lock.write_seq, int(grant.get("write_seq", 0)))
@@ -362,6 +377,7 @@ class LockClient:
             return  # duplicate or stale: already there, nothing to do
         self._inc("lock_invalidate")
         lock.invalidating = True
+        lock.draining_to = target
         self._unidle(lock)
         try:
             while any(n and modes_conflict(m, target) for m, n in lock.users.items()):
@@ -372,6 +388,7 @@ class LockClient:
             self._set_mode(lock, target)
         finally:
             lock.invalidating = False
+            lock.draining_to = None
             lock.notify()
             self._settle(lock)
 

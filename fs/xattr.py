@@ -352,7 +352,8 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
         async with inode_mod.index_lock(mctx) as ilock, \
                 indx_lock(mctx, tags.indx) as xlock, mctx.trans.hold():
             inode = await inode_mod.load_inode(mctx, ino, lock)
-            if inode.flags & fmt.INODE_FLAG_RETENTION and not tags.hide:
+            # retention refuses changes of user. xattrs only; others still work (§5.11)
+            if inode.flags & fmt.INODE_FLAG_RETENTION and name.startswith(b"user."):
                 raise FsError(errno.EPERM, "file is under retention")
             if is_acl:
                 await _change_acl(mctx, inode, name, entries, value is not None, flags, ctx,

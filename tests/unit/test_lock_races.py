@@ -819,3 +819,35 @@ def test_random_schedules_keep_modes_exclusive(data, nr_nodes, nr_keys):
         await random_schedule(c, data, nr_nodes, nr_keys)
 
     run(t, nr_nodes)
+
+
+def test_grant_during_an_earlier_servers_invalidation_is_not_used():
+    """Found by the random schedules: rid 2 holds READ, in use; an invalidation to NULL
+    (rid 1 wants WRITE) drains it; the server fails over.  The new server recovers rid 2's
+    READ (the old mode, as the invalidation has not finished) and grants rid 2's upgrade to
+    WRITE.  That grant arrived while the old invalidation was committing, and the WRITE user
+    was served at once; the invalidation then set NULL under it.  Now the grant is kept as
+    what we hold until the invalidation is done, and the user asks again."""
+    async def t(c: Cluster):
+        rel_r = await c.granted(2, 0, R)
+        rel_w2 = c.acquire(2, 0, W)  # an upgrade, its request in the pool
+        c.acquire(1, 0, W)
+        await c.settle()
+        await c.deliver_one("req", 1)
+        await c.deliver_one("inval", 2)  # drains rid 2: its READ user holds on
+        await c.failover()
+        for kind in ("recover", "recover", "recovered", "recovered"):
+            c.deliver(next(m for m in c.pool if m.kind == kind))
+            await c.settle()
+        await c.deliver_one("req", 2)  # the new server grants rid 2's upgrade to WRITE
+        rel_r.set()  # the old invalidation goes on: its commit is in the pool
+        await c.settle()
+        assert c.has("commit", 2)
+        await c.deliver_one("grant", 2)  # arrives while the invalidation commits
+        assert not any(n.rid == 2 and m == W for n, _l, m, _r in c.held), c.dump()
+        await c.deliver_one("commit", 2)
+        assert c.nodes[2].counters.get("lock_grant_during_invalidation") == 1
+        rel_w2.set()
+        await c.drain()
+
+    run(t)

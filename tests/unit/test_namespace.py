@@ -802,11 +802,17 @@ def test_retention_blocks_namespace_changes():
             fsinode.store_inode(mctx, inode, locks[f.ino], il)
         for coro in (fs.unlink(ROOT, b"f"), fs.rename(ROOT, b"f", ROOT, b"g", 0, CTX),
                      fs.setattr(f.ino, mtime="now", ctx=CTX),
-                     fs.setattr(f.ino, size=0, ctx=CTX)):
+                     fs.setattr(f.ino, size=0, ctx=CTX),
+                     # setattr of any attribute (spec §5.11 "truncate/setattr")
+                     fs.setattr(f.ino, mode=0o600, ctx=CTX),
+                     fs.setattr(f.ino, uid=5, gid=5, ctx=CTX),
+                     fs.setattr(f.ino, ctime=(1, 2), ctx=CTX)):
             with pytest.raises(FsError) as e:
                 await coro
             assert err(e) == errno.EPERM
-        await fs.setattr(f.ino, mode=0o600, ctx=CTX)
+        # a link to it and reading its attributes still work
+        await fs.link(f.ino, ROOT, b"h", CTX)
+        assert (await fs.getattr(f.ino)).mode & 0o7777 == 0o644
 
     run(main)
 

@@ -289,7 +289,7 @@ def test_scoutfs_names_need_root():
     run(main)
 
 
-def test_retention_allows_only_hidden():
+def test_retention_refuses_only_user_xattrs():
     async def main():
         mctx = await setup()
         await xattr.setxattr(mctx, INO, b"user.a", b"1", 0, ROOT)
@@ -301,8 +301,10 @@ def test_retention_allows_only_hidden():
         assert await errno_of(xattr.setxattr(mctx, INO, b"user.b", b"1", 0, ROOT)) \
             == errno.EPERM
         assert await errno_of(xattr.removexattr(mctx, INO, b"user.a", ROOT)) == errno.EPERM
-        await xattr.setxattr(mctx, INO, b"scoutfs.hide.x", b"1", 0, ROOT)
-        await xattr.removexattr(mctx, INO, b"scoutfs.hide.x", ROOT)
+        # other xattrs still work (spec §5.11)
+        for name in (b"scoutfs.hide.x", b"trusted.t", b"security.s", b"scoutfs.srch.y"):
+            await xattr.setxattr(mctx, INO, name, b"1", 0, ROOT)
+            await xattr.removexattr(mctx, INO, name, ROOT)
 
     run(main)
 
