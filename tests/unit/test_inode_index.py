@@ -19,7 +19,7 @@ from fs.control import OPS, ControlError, Request
 from fs.errors import FsError
 from fs.filesystem import PATH_MAX, Filesystem
 from fs.inode import Ctx
-from fs.testing.fakes import LOCK_READ, make_context
+from fs.testing.fakes import LOCK_READ, errno_of, make_context
 
 
 class StubData:
@@ -56,14 +56,6 @@ def setup():
 
 def run(fn):
     return trio.run(fn)
-
-
-async def errno_of(coro) -> int:
-    try:
-        await coro
-    except FsError as e:
-        return e.errno
-    return 0
 
 
 # --------------------------------------------------------------------------- walk
