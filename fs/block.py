@@ -42,6 +42,7 @@ from fs.format import (
     QuorumBlock,
     Super,
 )
+from fs.kmsg import KMSG
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ class Device:
 
     def _io_error(self, what: str, offset: int, length: int, e: OSError | str) -> FsError:
         log.error("%s: %s of %d bytes at offset %d failed: %s", self.path, what, length,
-                  offset, e)
+                  offset, e, extra=KMSG)
         err = e.errno if isinstance(e, OSError) and e.errno else errno.EIO
         return FsError(err, f"{self.path}: {what} at offset {offset}: {e}")
 
@@ -264,7 +265,7 @@ class MetaBlocks:
 
     def corrupt(self, blkno: int, reason: str) -> FsError:
         """Log a corrupt block and return the EIO for the caller to raise."""
-        log.error("%s: meta block %d: %s", self.dev.path, blkno, reason)
+        log.error("%s: meta block %d: %s", self.dev.path, blkno, reason, extra=KMSG)
         return FsError(errno.EIO, f"{self.dev.path}: meta block {blkno}: {reason}")
 
     def _read_verified(self, ref: BlockRef, magic: int) -> bytes:
@@ -460,7 +461,7 @@ def read_quorum_block(dev: DeviceLike, slot: int, fsid: int | None = None) -> Qu
         return QuorumBlock()
 
     def bad(reason: str) -> FsError:
-        log.error("%s: quorum block %d (slot %d): %s", dev.path, blkno, slot, reason)
+        log.error("%s: quorum block %d (slot %d): %s", dev.path, blkno, slot, reason, extra=KMSG)
         return FsError(errno.EIO, f"{dev.path}: quorum block {blkno} (slot {slot}): {reason}")
 
     if not fmt.block_crc_ok(buf):

@@ -41,6 +41,7 @@ from fs import format as fmt
 from fs import net
 from fs.counters import Counters
 from fs.errors import FsError
+from fs.kmsg import KMSG
 from fs.net import Cmd, Connection, ConnectionLost
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class Client:
                 except NoServer as e:
                     if not started:
                         raise
-                    log.error("client %016x: no server can start: %s", self.rid, e)
+                    log.error("client %016x: no server can start: %s", self.rid, e, extra=KMSG)
                     self.dead = e
                     self._notify()
                     return
@@ -220,7 +221,7 @@ class Client:
                         continue
                     if not started:
                         raise
-                    log.error("client %016x: server refused us: %s", self.rid, e)
+                    log.error("client %016x: server refused us: %s", self.rid, e, extra=KMSG)
                     self.dead = e
                     self._notify()
                     return
@@ -240,12 +241,18 @@ class Client:
                 self.greeted = True
                 self.server_term = int(reply["server_term"])
                 self.conn = conn
+                log.info("client connected %s -> %s", conn.sock, conn.peer, extra=KMSG)
                 delay = BACKOFF_MIN_S
                 self._notify()
                 if not started:
                     started = True
                     task_status.started()
-                await conn.closed.wait()
+                try:
+                    await conn.closed.wait()
+                finally:
+                    # also when close() cancels us (unmount)
+                    log.info("client disconnected %s -> %s", conn.sock, conn.peer,
+                             extra=KMSG)
                 if self.conn is conn:
                     self.conn = None
                     self._notify()

@@ -27,6 +27,7 @@ import logging
 from fs import format as fmt
 from fs.errors import FsError
 from fs.inode import Ts, touch
+from fs.kmsg import KMSG
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ async def list_entries(mctx, dir_ino: int, start_pos: int, lock,
             # readdir offsets are the values' positions: one that is not the key's could
             # send a reader back to an earlier offset forever
             log.error("directory %d: the readdir item at position %d holds position %d "
-                      "(metadata corruption)", dir_ino, key[3], d.pos)
+                      "(metadata corruption)", dir_ino, key[3], d.pos, extra=KMSG)
             raise FsError(errno.EIO, f"directory {dir_ino}: readdir item {key[3]} "
                           f"holds position {d.pos}")
         out.append(d)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import trio
 
 from fs.errors import FsError
+from fs.kmsg import KMSG_ERR
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Fencing:
             return req
         req = FenceRequest(rid, ipv4_addr or "0.0.0.0", reason, self.clock(), clock=self.clock)
         self.requests[rid] = req
-        log.warning("fencing rid %016x at %s: %s", rid, req.ipv4_addr, reason)
+        log.warning("fencing rid %016x at %s: %s", rid, req.ipv4_addr, reason, extra=KMSG_ERR)
         self._notify()
         return req
 

@@ -62,6 +62,7 @@ from fs.inode import (
     store_inode,
     try_load_inode,
 )
+from fs.kmsg import KMSG
 
 log = logging.getLogger(__name__)
 
@@ -271,7 +272,7 @@ class Filesystem:
                 # the same entry (positions are never reused) twice, its inode gone both
                 # times: not a race with unlink, an entry naming no inode
                 log.error("directory %d: entry %r names inode %d, which does not exist "
-                          "(metadata corruption)", parent, name, d.ino)
+                          "(metadata corruption)", parent, name, d.ino, extra=KMSG)
                 raise FsError(errno.EIO, f"directory {parent}: entry {name!r} names "
                               f"missing inode {d.ino}")
             async with mctx.locks.inodes([d.ino], LOCK_READ) as locks:
@@ -308,7 +309,7 @@ class Filesystem:
             if await mctx.items.lookup(fmt.inode_key(ino), locks[ino]) is not None:
                 # never hand out a live inode number, whatever the super says
                 log.error("inode allocation gave inode %d, which is in use: the super's "
-                          "next_ino is below the inodes in use (corrupt metadata?)", ino)
+                          "next_ino is below the inodes in use (corrupt metadata?)", ino, extra=KMSG)
                 raise FsError(errno.EIO, f"allocated inode {ino} is in use")
             now = mctx.now()
             gid = ctx.gid

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from fs import format as fmt
 from fs.btree import Btree
 from fs.errors import FsError, StaleBlock
+from fs.kmsg import KMSG
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class Forest:
                 log.debug("stale block reading %s (attempt %d): %s", key, attempt, e)
                 self.refresh()
         log.error("read of %s kept finding stale blocks after fresh roots",
-                  fmt.format_key(key))
+                  fmt.format_key(key), extra=KMSG)
         raise FsError(errno.EIO, "persistent stale blocks")
 
     def _read(self, roots: Roots, key: fmt.Key, start: fmt.Key,

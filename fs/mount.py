@@ -31,16 +31,22 @@ import sys
 import traceback
 from typing import Any
 
+from fs import kmsg
 from fs.errors import FsError
+from fs.kmsg import KMSG
 
 log = logging.getLogger("scoutfs.mount")
 
 
 class MountError(Exception):
-    def __init__(self, message: str, err: int = errno.EINVAL):
+    """A refused mount.  ``kernel``: upstream's kernel refuses it in fill_super and says so
+    in the kernel log (a missing mount point is mount(8)'s to report)."""
+
+    def __init__(self, message: str, err: int = errno.EINVAL, kernel: bool = True):
         super().__init__(message)
         self.message = message
         self.errno = err
+        self.kernel = kernel
 
 
 def run_dir() -> str:
@@ -172,9 +178,10 @@ def check_mountpoint(mnt: str) -> None:
     try:
         st = os.stat(mnt)
     except OSError as e:
-        raise MountError(f"mount point {mnt} does not exist", e.errno) from None
+        raise MountError(f"mount point {mnt} does not exist", e.errno, kernel=False) from None
     if not stat.S_ISDIR(st.st_mode):
-        raise MountError(f"mount point {mnt} is not a directory", errno.ENOTDIR)
+        raise MountError(f"mount point {mnt} is not a directory", errno.ENOTDIR,
+                         kernel=False)
 
 
 # --------------------------------------------------------------------------- parent side
@@ -186,6 +193,8 @@ def start(data_path: str, mountpoint: str, opts: dict[str, Any]) -> int:
         sb = check_devices(opts["metadev_path"], data_path)
         check_mountpoint(mountpoint)
     except MountError as e:
+        if e.kernel:
+            kmsg.write_once(data_path, logging.ERROR, e.message)
         sys.stderr.write(f"scoutfs: {e.message}\n")
         return 1
     data_path = os.path.abspath(data_path)
@@ -332,12 +341,17 @@ def _daemon(data_path: str, mnt: str, opts: dict, sb, st_w: int, alive_r: int) -
         root.addHandler(early)
     status = _Status(st_w)
     root.addHandler(_NoteHandler(status))  # a no-op once the status pipe is closed
-    d = _Daemon(data_path, mnt, opts, sb, status, alive_r, early)
+    # the kernel log gets the records marked extra=KMSG; named after the data device until
+    # the mount knows its fsid and rid
+    kh = kmsg.install(data_path)
+    d = _Daemon(data_path, mnt, opts, sb, status, alive_r, early, kh)
     try:
         trio.run(d.main)
     except BaseException as e:  # noqa: BLE001
         # a refusal (FsError, MountError) is the mount's answer; anything else is a bug
-        log.error("daemon failed: %s", _describe(e), exc_info=not _is_refusal(e))
+        refusal = _is_refusal(e)
+        log.error("daemon failed: %s", _describe(e), exc_info=not refusal,
+                  extra=None if refusal else KMSG)
         status.send(f"error {_describe(e)}")
         d.finish_logging()
         return 1
@@ -399,9 +413,10 @@ def _register_force_unmount_op() -> None:
 
 
 class _Daemon:
-    def __init__(self, data_path, mnt, opts, sb, status, alive_r, early):
+    def __init__(self, data_path, mnt, opts, sb, status, alive_r, early, kh):
         self.data_path, self.mnt, self.opts, self.sb = data_path, mnt, opts, sb
         self.status, self.alive_r, self.early = status, alive_r, early
+        self.kmsg = kh  # fs.kmsg.KmsgHandler
         self.exit_code = 0
         self.ready = False
         self.fuse_running = False
@@ -423,6 +438,7 @@ class _Daemon:
             self.early = None
 
     def _start_logging(self, fsid: int, rid: int) -> None:
+        self.kmsg.writer.set_ident(fsid, rid)
         if self.early is None:
             return
         path = _log_path(self.opts, fsid, rid)
@@ -483,6 +499,7 @@ class _Daemon:
                         # a control socket before the FUSE mount exists: a server we start
                         # may need the fencing agent to see its requests through the view
                         nonlocal early_ctl
+                        self.kmsg.writer.set_ident(m.fsid, m.rid)
                         early_ctl = ControlServer(m, 0, 0, path=os.path.join(
                             run_dir(), "ctl", f"opening.{os.getpid()}.sock"))
                         early_ctl.bind()

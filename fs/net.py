@@ -566,6 +566,7 @@ class Connection:
         self.error: BaseException | None = None
         self.on_close: Callable[[Connection], None] | None = None
         self.peer_addr: tuple[str, int] = ("0.0.0.0", 0)
+        self.sock_addr: tuple[str, int] = ("0.0.0.0", 0)
         self.context: Any = None  # whatever the owner wants to hang on it (server: rid)
         self.nr_sent = 0
         self.nr_received = 0
@@ -576,12 +577,18 @@ class Connection:
             try:
                 host, port = sock.getpeername()[:2]
                 self.peer_addr = (host, port)
-            except OSError:
+                host, port = sock.getsockname()[:2]
+                self.sock_addr = (host, port)
+            except (OSError, ValueError):
                 pass
 
     @property
     def peer(self) -> str:
         return f"{self.peer_addr[0]}:{self.peer_addr[1]}"
+
+    @property
+    def sock(self) -> str:
+        return f"{self.sock_addr[0]}:{self.sock_addr[1]}"
 
     def register(self, cmd: int, handler: Handler, *,
                  order: Callable[[Any], Hashable] | None = None,

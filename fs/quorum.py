@@ -92,6 +92,7 @@ from fs.format import (
     QuorumEvent,
     QuorumSlot,
 )
+from fs.kmsg import KMSG
 from fs.net import LogLimiter
 
 log = logging.getLogger(__name__)
@@ -560,7 +561,7 @@ class QuorumMember:
                 self._longest_hb_delay = delay
                 if delay >= HEARTBEAT_DELAY_WARN_S:
                     log.warning("longest quorum heartbeat send delay of %d ms so far",
-                                int(delay * 1000))
+                                int(delay * 1000), extra=KMSG)
             self._timeout = now + HEARTBEAT_INTERVAL_S
             await self._send_others(MSG_HEARTBEAT)
             self._check_blocks_as_leader()
@@ -658,7 +659,7 @@ class QuorumMember:
         self._inc("quorum_elected")
         await self._record(QUORUM_EVENT_ELECT, term)
         log.info("quorum slot %d elected leader in term %d (%d to fence)", self.slot, term,
-                 len(targets))
+                 len(targets), extra=KMSG)
         self.server_state = SERVER_STARTING
         self.server_term = term
         self._server_died = False
@@ -701,7 +702,7 @@ class QuorumMember:
                 if msg.src > self.slot:
                     return  # it steps down when it hears ours
                 log.warning("quorum slot %d: slot %d also leads term %d, stepping down",
-                            self.slot, msg.src, self.term)
+                            self.slot, msg.src, self.term, extra=KMSG)
                 self._step_down()
             self.role = ROLE_FOLLOWER  # a candidate hearing the term's leader follows it
             self.last_heartbeat_from = msg.src
@@ -765,7 +766,7 @@ class QuorumMember:
         """Our server died while up: resign (STOP, RESIGNATION) and let others stand first."""
         self._server_died = False
         log.warning("quorum slot %d: our server of term %d stopped, resigning", self.slot,
-                    self.server_term)
+                    self.server_term, extra=KMSG)
         self._inc("quorum_server_died")
         resign = self.role == ROLE_LEADER and self.term == self.server_term
         self.role = ROLE_FOLLOWER
@@ -794,7 +795,7 @@ class QuorumMember:
             if error is not None:
                 # one line: the harness counts traceback lines as unexpected errors
                 log.error("quorum slot %d: starting the server for term %d failed: %r",
-                          self.slot, term, error)
+                          self.slot, term, error, extra=KMSG)
                 log.debug("quorum server start failure", exc_info=error)
                 self._inc("quorum_server_start_error")
                 self.start_failures += 1
@@ -874,7 +875,7 @@ class QuorumMember:
             await self._stop_server()
         except Exception as e:
             log.error("quorum slot %d: stopping the server of term %d failed: %r", self.slot,
-                      term, e)
+                      term, e, extra=KMSG)
             log.debug("quorum server stop failure", exc_info=e)
         await self._record(QUORUM_EVENT_STOP, term)
         self.server_state = SERVER_DOWN

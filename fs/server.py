@@ -107,6 +107,7 @@ from fs.format import (
     Item,
     LogTrees,
 )
+from fs.kmsg import KMSG, KMSG_ERR
 from fs.lock_server import LockServer
 from fs.net import Cmd, Connection
 from fs.triggers import Triggers
@@ -159,7 +160,7 @@ def _stale_is_corrupt():
     try:
         yield
     except StaleBlock as e:
-        log.error("server: metadata block does not match its reference: %s", e)
+        log.error("server: metadata block does not match its reference: %s", e, extra=KMSG)
         raise FsError(errno.EIO, f"corrupt metadata: {e}") from None
 
 
@@ -268,6 +269,7 @@ class Server:
         self._done = trio.Event()
         self._stable: dict = {}
         self.listen_addr: tuple[str, int] | None = None
+        self.slot_addr = "0.0.0.0:0"  # the kernel log's "server starting at ADDR"
 
     @property
     def fence_requests(self) -> dict[int, FenceRequest]:
@@ -336,7 +338,7 @@ class Server:
         self._stable = self._snapshot_roots()
 
     def _corrupt(self, why: str) -> FsError:
-        log.error("%s: corrupt allocator state in the super: %s", self.meta_dev.path, why)
+        log.error("%s: corrupt allocator state in the super: %s", self.meta_dev.path, why, extra=KMSG)
         return FsError(errno.EIO, f"{self.meta_dev.path}: corrupt allocator state: {why}")
 
     def _peek_mounted_addrs(self) -> dict[int, str]:
@@ -429,7 +431,7 @@ class Server:
             except Exception as e:
                 # a half-done commit leaves memory ahead of disk: stop serving
                 if isinstance(e, FsError):  # a reason (ENOSPC, EIO): one line
-                    log.error("server commit failed: %s", e)
+                    log.error("server commit failed: %s", e, extra=KMSG)
                 else:
                     log.exception("server commit failed")
                 self._fail(f"commit failed: {e}")
@@ -440,7 +442,7 @@ class Server:
         failed fence stops the server; the quorum elects again)."""
         if self.failed.is_set():
             return
-        log.error("server fsid %016x stopping: %s", self.sb.fsid if self.sb else 0, why)
+        log.error("server fsid %016x stopping: %s", self.sb.fsid if self.sb else 0, why, extra=KMSG)
         self.fail_reason = why
         self._failed = ServerFailed(why)
         self.failed.set()
@@ -577,6 +579,8 @@ class Server:
         start_fence_timeout for them (ServerFailed if they are not fenced), reclaim them,
         load, then bind TCP on the quorum slot's address, start the lock server and
         recovery, and report started."""
+        self.slot_addr = f"{addr}:{port}"
+
         async def opened() -> list:
             listener = await net.open_listener(addr, port)
             self.listen_addr = listener.socket.getsockname()[:2]
@@ -590,6 +594,7 @@ class Server:
         self._running = True
         listeners: list = []
         started = False
+        log.info("server starting at %s", self.slot_addr, extra=KMSG)
         try:
             with self._scope, _stale_is_corrupt():
                 await self._fence_at_start(list(fence_targets))
@@ -608,6 +613,9 @@ class Server:
                     log.info("server fsid %016x term %d serving, seq %d, %d mounted rids "
                              "to recover", self.sb.fsid, self.term, self.sb.seq,
                              len(self._recovering))
+                    log.info("server ready at %s", self.slot_addr, extra=KMSG)
+                    if self._recovering:
+                        log.info("waiting for %d clients", len(self._recovering), extra=KMSG)
                     started = True
                     task_status.started(self)
         finally:
@@ -622,6 +630,7 @@ class Server:
                     except Exception:
                         pass
             self._done.set()
+            log.info("server stopped at %s", self.slot_addr, extra=KMSG)
         if not started:
             raise ServerFailed(self.fail_reason or "server stopped before it started")
 
@@ -654,7 +663,7 @@ class Server:
                     self.fail_reason = why
                     self._failed = ServerFailed(why)
                     self.failed.set()
-                    log.error("server not starting: %s", why)
+                    log.error("server not starting: %s", why, extra=KMSG)
                     raise ServerFailed(why)
                 now = trio.current_time()
                 if now >= next_note:
@@ -679,6 +688,8 @@ class Server:
     async def shutdown(self) -> None:
         """Stop serving: connections close, background work stops.  Changes not yet
         committed are dropped (every reply was sent after its commit)."""
+        if self._running and not self._done.is_set():
+            log.info("server shutting down at %s", self.slot_addr, extra=KMSG)
         if self._nursery is not None:
             # let an in-flight merge and commit finish: cancelling one half-way would leave
             # memory ahead of disk (and log it as a failure)
@@ -717,6 +728,7 @@ class Server:
         # it, and nothing but a greeting is accepted before one succeeded: a bad frame
         # closes this connection only (one log line), never the server
         conn = Connection(stream, name="server", schemas=net.PROTOCOL, require_greeting=True)
+        log.info("server accepted %s -> %s", conn.sock, conn.peer, extra=KMSG)
         conn.register(Cmd.GREETING, lambda p: self._greeting(conn, p), close_on_error=True)
         handlers = {
             Cmd.ALLOC_INODES: self._alloc_inodes,
@@ -861,8 +873,9 @@ class Server:
         self.lock_server.recovery_done(rid)
         self._recovering.discard(rid)
         self.counters.inc("server_lock_recover")
-        log.info("rid %016x recovered %d locks%s", rid, len(entries),
-                 "" if self._recovering else "; all clients recovered")
+        log.info("rid %016x recovered %d locks", rid, len(entries))
+        if not self._recovering:
+            log.info("all clients recovered", extra=KMSG)
         self._farewell_wake.set()
 
     async def _alloc_inodes(self, rid: int, p: dict) -> dict:
@@ -1148,7 +1161,7 @@ class Server:
             if close_conn and self._nursery is not None:
                 # a fenced mount that still talks to us learns it is gone when it greets
                 self._nursery.start_soon(conn.aclose)
-        log.info("reclaimed rid %016x (%s)", rid, reason)
+        log.info("reclaimed resources of rid %016x (%s)", rid, reason, extra=KMSG)
         return merge
 
     def _fence(self, rid: int, reason: str) -> None:
@@ -1194,7 +1207,8 @@ class Server:
     async def _recovery_timer(self) -> None:
         await trio.sleep(self.recovery_timeout)
         for rid in sorted(self._recovering):
-            log.warning("rid %016x did not recover within %g s", rid, self.recovery_timeout)
+            log.warning("client rid %016x lock recovery timed out after %g s", rid,
+                        self.recovery_timeout, extra=KMSG_ERR)
             self._fence(rid, REASON_CLIENT_RECOVERY)
 
     async def _reconnect_timer(self, rid: int, gen: int) -> None:
@@ -1203,7 +1217,8 @@ class Server:
             return  # it came back (maybe to leave again: that one has its own timer)
         if rid in self._reclaimed or self.mounted.lookup(fmt.mounted_client_key(rid)) is None:
             return
-        log.warning("rid %016x did not reconnect within %g s", rid, self.reconnect_timeout)
+        log.warning("client rid %016x did not reconnect within %g s", rid,
+                    self.reconnect_timeout, extra=KMSG)
         self._fence(rid, REASON_CLIENT_RECONNECT)
 
     # ------------------------------------------------------------------ log merge
@@ -1232,7 +1247,8 @@ class Server:
         for lt in self._records():
             if (not lt.flags & LOG_TREES_FLAG_FINALIZED and lt.rid not in mounted
                     and lt.rid not in self._conns and lt.item_root.height > 0):
-                log.info("reclaiming orphan log tree %016x.%d", lt.rid, lt.nr)
+                log.info("reclaiming orphan log trees for rid %016x nr %d", lt.rid, lt.nr,
+                         extra=KMSG_ERR)
                 self._finalize(lt)
                 self._put_record(lt)
                 self.counters.inc("reclaimed_open_logs")

@@ -37,6 +37,7 @@ from fs.counters import Counters
 from fs.errors import FsError, StaleBlock
 from fs.forest import Forest, Roots
 from fs.item import ItemCache
+from fs.kmsg import KMSG
 from fs.lock import LockClient
 from fs.trans import Trans
 from fs.triggers import Triggers
@@ -190,7 +191,7 @@ class Mount:
         self.fs = Filesystem(self.mctx)
         self.nursery.start_soon(self.trans.run)
         self.nursery.start_soon(self.fs.run)
-        log.info("mounted fsid %016x rid %016x", self.fsid, self.rid)
+        log.info("mounted fsid %016x rid %016x", self.fsid, self.rid, extra=KMSG)
 
     # ------------------------------------------------------------------ quorum and server
 
@@ -385,7 +386,8 @@ class Mount:
         self.closed = True
         try:
             if self.forced:
-                log.warning("forced unmount: dropping the open transaction, no farewell")
+                log.warning("forcing unmount, can return errors and lose unwritten data",
+                            extra=KMSG)
                 if self.trans is not None:
                     self.trans.abandon()
                 if self.client is not None:
@@ -415,7 +417,7 @@ class Mount:
             if self.trans is not None:
                 self.trans.abandon()  # whatever failed above, no commit starts from now on
             self._close_devices()
-            log.info("unmounted fsid %016x rid %016x", self.fsid, self.rid)
+            log.info("unmounted fsid %016x rid %016x", self.fsid, self.rid, extra=KMSG)
 
     def _close_devices(self) -> None:
         for dev in (getattr(self, "meta_dev", None), getattr(self, "data_dev", None)):

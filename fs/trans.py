@@ -42,6 +42,7 @@ from fs import format as fmt
 from fs.alloc import DataAlloc, MetaAlloc
 from fs.btree import Btree
 from fs.errors import FsError
+from fs.kmsg import KMSG
 
 log = logging.getLogger(__name__)
 
@@ -230,4 +231,4 @@ class Trans:
                 except FsError as e:
                     if self.abandoned:
                         return
-                    log.error("timed commit failed: %s", e)
+                    log.error("timed commit failed: %s", e, extra=KMSG)

@@ -5,6 +5,7 @@ until the mount is ready."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -28,6 +29,10 @@ def _mount(data: str, mnt: str, texts: list[str], prog: str) -> int:
     try:
         opts = parse_options(texts)
     except OptionError as e:
+        # upstream's kernel parses the options and says why in the kernel log
+        from fs import kmsg
+
+        kmsg.write_once(data, logging.ERROR, e.message)
         sys.stderr.write(f"{prog}: {e.message}\n")
         return 1
     from fs.mount import start
