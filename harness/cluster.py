@@ -547,6 +547,12 @@ class Cluster:
             run_cmd(["umount", "-l", self.mount_points[i]], self.log, env=self.helper_env())
 
     # -- daemon logs
+    def devices(self) -> list[str]:
+        """Every device path of ours: per-mount meta and data devices, the volume's and the
+        scratch volume's (the kernel log names a refused mount by its device)."""
+        return [*self.meta_devs, *self.data_devs, self.meta_device, self.data_device,
+                self.ex_meta_dev, self.ex_data_dev]
+
     def log_offsets(self) -> dict[str, int]:
         out: dict[str, int] = {}
         for f in sorted((self.run_dir / "log").glob("*.log")):

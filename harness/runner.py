@@ -9,7 +9,10 @@ way upstream's run-tests.sh does (spec cli-and-harness §1.6-§1.9):
 * status 100 pass, 101 skip, 102 fail, 103 permitted skip, anything else "unknown status: N";
 * only a pass is compared byte for byte with ``golden/N`` (``diff -u`` into fail.log);
 * then the post-test checks: every mount still mounted and answering, its daemon alive, no
-  unexpected ERROR/CRITICAL/Traceback in the daemon logs; unmounted mounts are remounted.
+  unexpected ERROR/CRITICAL/Traceback in the daemon logs; unmounted mounts are remounted;
+* and upstream's dmesg check (harness/dmesg.py): a passing test that made error-level kernel
+  log lines of this cluster's mounts, not dropped by ``t_filter_dmesg``, fails with
+  "unexpected messages in dmesg".
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness import dmesg
 from harness.cluster import EXPECTED_LOG_MESSAGES, REPO, Cluster, ClusterConfig, ClusterError
 from harness.results import (
     FAILED,
@@ -56,6 +60,7 @@ class RunConfig:
     console_fd: int | None = None  # fd 6 of tests; None: tmp/N/console.log
     progress: bool = True  # print one line per test
     log_filter: list[str] = field(default_factory=list)
+    kmsg_path: str = dmesg.KMSG_PATH  # the kernel log read by the dmesg check
 
 
 def read_log_filter(tests_dir: Path) -> list[str]:
@@ -90,6 +95,7 @@ class Engine:
         self.stats = read_stats(self.results.root / "last-passed-test-stats")
         self.log_filter = cfg.log_filter or read_log_filter(self.tests_dir)
         self.current: subprocess.Popen | None = None
+        self.kernel_log = dmesg.KernelLog(cfg.kmsg_path)
 
     # -- lifecycle
     def setup(self, mount: bool = True) -> None:
@@ -165,10 +171,19 @@ class Engine:
             except OSError as e:
                 problems.append(f"could not create {d0}: {e}")
         offsets = self.cluster.log_offsets()
+        self.kernel_log.mark()
+        if not self.cluster.fake:
+            # upstream's marker in dmesg (other runs' tests may interleave theirs)
+            with contextlib.suppress(OSError):
+                with open(self.cfg.kmsg_path, "w") as k:
+                    k.write(f"run scoutfs test {name}\n")
 
         start = time.monotonic()
         sts, timed_out = self._exec(name, script, out_path, tmpdir)
         duration = time.monotonic() - start
+        unexpected = dmesg.check(self.kernel_log.new(), dmesg.our_idents(self.cluster.run_dir),
+                                 dmesg.device_names(self.cluster.devices()), self.tests_dir,
+                                 tmpdir)
         self.results.log(f"test tests/{name}.sh exited with status {sts}")
 
         msg = ""
@@ -188,6 +203,10 @@ class Engine:
             elif golden.read_bytes() != out_path.read_bytes():
                 r.message = "output differs"
                 r.diff = golden_diff(golden, out_path)
+            elif unexpected:
+                # upstream checks dmesg only for a test that passed so far
+                r.message = "unexpected messages in dmesg"
+                r.extra = "\n".join(unexpected)
             else:
                 r.status = PASSED
         elif sts == T_SKIP:
@@ -201,7 +220,7 @@ class Engine:
 
         problems += self.post_checks(offsets)
         if problems:
-            r.extra = "\n".join(problems)
+            r.extra = "\n".join(([r.extra] if r.extra else []) + problems)
             if r.status == PASSED:
                 r.status = FAILED
                 r.message = "daemon check: " + problems[0].splitlines()[0]
