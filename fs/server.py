@@ -270,6 +270,7 @@ class Server:
         self._stable: dict = {}
         self.listen_addr: tuple[str, int] | None = None
         self.slot_addr = "0.0.0.0:0"  # the kernel log's "server starting at ADDR"
+        self._said_shutdown = False
 
     @property
     def fence_requests(self) -> dict[int, FenceRequest]:
@@ -619,6 +620,7 @@ class Server:
                     started = True
                     task_status.started(self)
         finally:
+            self._say_shutting_down()  # (whoever cancelled us did not say it)
             self._nursery = None
             for conn in list(self._conns.values()):
                 with trio.CancelScope(shield=True):
@@ -688,8 +690,7 @@ class Server:
     async def shutdown(self) -> None:
         """Stop serving: connections close, background work stops.  Changes not yet
         committed are dropped (every reply was sent after its commit)."""
-        if self._running and not self._done.is_set():
-            log.info("server shutting down at %s", self.slot_addr, extra=KMSG)
+        self._say_shutting_down()
         if self._nursery is not None:
             # let an in-flight merge and commit finish: cancelling one half-way would leave
             # memory ahead of disk (and log it as a failure)
@@ -701,10 +702,16 @@ class Server:
         if self._running:
             await self._done.wait()
 
+    def _say_shutting_down(self) -> None:
+        if self._running and not self._done.is_set() and not self._said_shutdown:
+            self._said_shutdown = True
+            log.info("server shutting down at %s", self.slot_addr, extra=KMSG)
+
     async def stop(self) -> None:
         """Stop serving now (demotion: a higher term elected another server): no
         farewell, no waiting for a merge; a commit already writing completes (it is
         shielded), nothing else is written."""
+        self._say_shutting_down()
         if self._scope is not None:
             self._scope.cancel()
         if self._running:

@@ -97,6 +97,14 @@ t_filter_dmesg()
 	re="$re|scoutfs .* error: could not open metadev:.*"
 	re="$re|scoutfs .* error: Unknown or malformed option,.*"
 	re="$re|scoutfs .* error: invalid quorum_heartbeat_timeout_ms value"
+	# ... and the same refusals in our mount's words (fs/mount.py, fs/options.py)
+	re="$re|scoutfs .* error: invalid [a-z_]* option, must be between"
+	re="$re|scoutfs .* error: metadev_path and the data device are the same device"
+	re="$re|scoutfs .* error: error reading (metadev|data device) super block"
+	re="$re|scoutfs .* error: could not open data device"
+	re="$re|scoutfs .* error: (metadev|data device) must be a block device or an image file"
+	re="$re|scoutfs .* error: data_super META flag set"
+	re="$re|scoutfs .* error: superblock UUID mismatch"
 
 	# in debugging kernels we can slow things down a bit
 	re="$re|hrtimer: interrupt took .*"
