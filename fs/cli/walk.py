@@ -75,6 +75,38 @@ def _walk_header() -> str:
     return f"{'#':<20} {'major':<20} {'minor':<10} {'ino':<20}\n"
 
 
+_BLOCK_FMT = _walk_header().replace("%", "%%") + WALK_ROW * HEADER_EVERY
+
+
+def format_walk_rows(n: int, flat: list[int]) -> str:
+    """The output rows numbered from n of entries [major, ino, major, ino, ...], a header
+    before every row whose number is a multiple of HEADER_EVERY.  Whole blocks are
+    formatted with one ``%`` each (the walk prints 100,000 rows: per-row formatting was a
+    third of the command's time)."""
+    out: list[str] = []
+    add = out.append
+    header = _walk_header()
+    count = len(flat) // 2
+    i = 0
+    # rows before the first block boundary
+    while i < count and (n + i) % HEADER_EVERY:
+        add(WALK_ROW % (n + i, flat[2 * i], 0, flat[2 * i + 1]))
+        i += 1
+    args: list[int] = [0] * (4 * HEADER_EVERY)
+    while count - i >= HEADER_EVERY:
+        j = 2 * i
+        args[0::4] = range(n + i, n + i + HEADER_EVERY)
+        args[1::4] = flat[j:j + 2 * HEADER_EVERY:2]
+        args[3::4] = flat[j + 1:j + 2 * HEADER_EVERY:2]
+        add(_BLOCK_FMT % tuple(args))  # (minors, args[2::4], stay 0)
+        i += HEADER_EVERY
+    for k in range(i, count):
+        if not (n + k) % HEADER_EVERY:
+            add(header)
+        add(WALK_ROW % (n + k, flat[2 * k], 0, flat[2 * k + 1]))
+    return "".join(out)
+
+
 def run_walk(cmd: str, events) -> int:
     path = index = None
     first = last = None
@@ -121,19 +153,13 @@ def run_walk(cmd: str, events) -> int:
             except ControlError as e:
                 err(f"walk_inodes ioctl failed: {errno_str(e.errno)}")
                 return -e.errno
-            ents = r.get("entries") or []
-            if not ents:
+            flat = r.get("seq_ino") or []  # [major, ino, major, ino, ...]
+            if len(flat) < 2:
                 break
-            lines: list[str] = []
-            add = lines.append
-            header = _walk_header()
-            for n, (major, minor, ino) in enumerate(ents, total):  # (%: twice f-string's speed)
-                if not n % HEADER_EVERY:
-                    add(header)
-                add(WALK_ROW % (n, major, minor, ino))
-            total += len(ents)
-            _out("".join(lines))
-            major, minor, ino = ents[-1]
+            nents = len(flat) // 2
+            _out(format_walk_rows(total, flat))
+            total += nents
+            major, ino = flat[2 * nents - 2], flat[2 * nents - 1]
             # continue after the last entry (minor is not part of the index key: an ino
             # wrapping carries into major)
             ino = (ino + 1) & U64_MAX

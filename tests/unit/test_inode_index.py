@@ -318,7 +318,7 @@ GOOD_WALK = {"index": 0, "first": [0, 0, 0], "last": [U64_MAX, 2**32 - 1, U64_MA
 def test_walk_op_passes_major_and_ino_and_caps_nr():
     srv = _srv()
     r = _call(srv, "walk_inodes", GOOD_WALK)
-    assert r["entries"] == [[5, 0, 1025], [6, 0, 1026]]
+    assert r["seq_ino"] == [5, 1025, 6, 1026]  # [major, ino, ...]: minor is always 0
     assert srv.mount.fs.asked == [("walk", 0, (0, 0), (U64_MAX, U64_MAX), 10)]
     _call(srv, "walk_inodes", dict(GOOD_WALK, nr=2**32 - 1))
     assert srv.mount.fs.asked[-1][-1] == 16384
@@ -414,7 +414,7 @@ class FakeDaemon:
         if o == "walk_inodes":
             f, la = req["first"], req["last"]
             ents = [e for e in self.entries if (f[0], f[2]) <= e <= (la[0], la[2])]
-            return {"entries": [[m, 0, i] for m, i in ents[:req["nr"]]]}
+            return {"seq_ino": [x for e in ents[:req["nr"]] for x in e]}
         if o == "ino_path":
             for d, p, path in self.paths:
                 if (d, p) >= (req["dir_ino"], req["dir_pos"]):
@@ -455,6 +455,18 @@ def test_walk_inodes_output_headers_every_25_rows(monkeypatch, capfd, tmp_path):
     assert [c["first"] for c in d.calls[:2]] == [[0, 0, 0], [7, 0, 1031]]
     assert d.calls[0]["last"] == [U64_MAX, 2**32 - 1, U64_MAX]
     assert d.calls[0]["index"] == 0
+
+
+@pytest.mark.parametrize("start", [0, 1, 24, 25, 26, 49, 50, 1000, 1013])
+@pytest.mark.parametrize("count", [0, 1, 24, 25, 26, 51, 100, 137])
+def test_walk_rows_formatted_in_blocks_as_row_by_row(start, count):
+    flat = [x for k in range(count) for x in (3 + k // 7, 2**64 - 1 - k)]
+    want = []
+    for k in range(count):
+        if not (start + k) % 25:
+            want.append(cli_walk._walk_header())
+        want.append(cli_walk.WALK_ROW % (start + k, flat[2 * k], 0, flat[2 * k + 1]))
+    assert cli_walk.format_walk_rows(start, flat) == "".join(want)
 
 
 def test_walk_inodes_positions(monkeypatch, capfd, tmp_path):
