@@ -180,3 +180,92 @@ def test_handler_never_raises(tmp_path):
     rec = logging.LogRecord("x", logging.ERROR, __file__, 1, "m", None, None)
     rec.kmsg = True
     h.emit(rec)  # nothing escapes
+
+
+# --------------------------------------------------------------------------- what the cluster says
+
+
+@pytest.fixture
+def kernel_log(tmp_path):
+    """The records the cluster code marks for the kernel log, as the daemon writes them."""
+    out = tmp_path / "kmsg"
+    out.write_bytes(b"")
+    h = KmsgHandler(KmsgWriter("f.012345.r.fedcba", str(out)))
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(logging.INFO)
+    root.addHandler(h)
+    yield lambda: out.read_bytes().decode().splitlines()
+    root.removeHandler(h)
+    root.setLevel(old)
+
+
+def test_server_and_client_lifecycle_lines(kernel_log):
+    import re
+
+    import trio
+
+    from fs import server as srv
+    from fs.client import Client
+    from tests.unit.test_server import volume
+
+    meta, data, sb = volume()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server = srv.Server(meta, data)
+            await nursery.start(server.serve_tcp, "127.0.0.1", 0)
+            addr, port = server.listen_addr
+            c = await Client.connect_tcp(addr, port, fsid=sb.fsid, fmt_vers=sb.fmt_vers,
+                                         nursery=nursery, quorum=True)
+            await c.farewell()
+            await c.close()
+            await server.shutdown()
+
+    trio.run(main)
+    a = r"127\.0\.0\.1:\d+"
+    want = [
+        r"<6>scoutfs f\.012345\.r\.fedcba: server starting at 127\.0\.0\.1:0",
+        r"<6>scoutfs f\.012345\.r\.fedcba: server ready at 127\.0\.0\.1:0",
+        rf"<6>scoutfs f\.012345\.r\.fedcba: server accepted {a} -> {a}",
+        rf"<6>scoutfs f\.012345\.r\.fedcba: client connected {a} -> {a}",
+        r"<6>scoutfs f\.012345\.r\.fedcba: reclaimed resources of rid [0-9a-f]{16} \(farewell\)",
+        rf"<6>scoutfs f\.012345\.r\.fedcba: client disconnected {a} -> {a}",
+        r"<6>scoutfs f\.012345\.r\.fedcba: server shutting down at 127\.0\.0\.1:0",
+        r"<6>scoutfs f\.012345\.r\.fedcba: server stopped at 127\.0\.0\.1:0",
+    ]
+    got = kernel_log()
+    assert len(got) == len(want), got
+    for line, pattern in zip(got, want, strict=True):
+        assert re.fullmatch(pattern, line), (line, pattern)
+
+
+def test_fencing_and_reclaim_lines(kernel_log):
+    import trio
+    import trio.testing
+
+    from fs.testing.memnet import connect_client, start_server
+    from tests.unit.test_server import volume
+
+    meta, data, sb = volume()
+
+    async def main():
+        async with trio.open_nursery() as nursery:
+            server, _net = await start_server(nursery, meta, data, reconnect_timeout=20.0)
+            c = await connect_client(nursery, _net, sb)
+            rid = c.rid
+            await c.abandon()  # gone without a farewell
+            await trio.sleep(21)
+            server.answer_fence(rid, fenced=True)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+        return rid
+
+    rid = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    got = [x for x in kernel_log() if "rid" in x]
+    who = "scoutfs f.012345.r.fedcba"
+    assert got == [
+        f"<4>{who} warning: client rid {rid:016x} did not reconnect within 20 s",
+        f"<3>{who} error: fencing rid {rid:016x} at 0.0.0.0: client_reconnect",
+        f"<6>{who}: reclaimed resources of rid {rid:016x} (fenced: client_reconnect)",
+    ]
