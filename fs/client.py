@@ -250,9 +250,9 @@ class Client:
                 try:
                     await conn.closed.wait()
                 finally:
-                    # also when close() cancels us (unmount)
-                    log.info("client disconnected %s -> %s", conn.sock, conn.peer,
-                             extra=KMSG)
+                    if not self.closed:  # (close() says it itself, in order)
+                        log.info("client disconnected %s -> %s", conn.sock, conn.peer,
+                                 extra=KMSG)
                 if self.conn is conn:
                     self.conn = None
                     self._notify()
@@ -262,6 +262,9 @@ class Client:
     async def close(self) -> None:
         """Stop: close the connection; pending and later requests fail with ENOTCONN.
         (After `farewell()` this is the clean end of a mount.)"""
+        if not self.closed and self.conn is not None:
+            log.info("client disconnected %s -> %s", self.conn.sock, self.conn.peer,
+                     extra=KMSG)
         self.closed = True
         conn, self.conn = self.conn, None
         self._notify()
