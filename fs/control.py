@@ -807,8 +807,12 @@ async def _data_waiting_op(srv: ControlServer, req: Request) -> dict:
     if _arg_int(req, "flags"):
         raise FsError(errno.EINVAL)
     nr = _arg_int(req, "nr", 128, 1, 4096)
-    ents = srv.mount.fs.data_waiting(_arg_int(req, "after_ino"),
-                                     _arg_int(req, "after_iblock"), nr)
+    # our own: wait_ms holds an empty answer until a waiter registers (agents block on
+    # it rather than poll); at most a minute, within the connection's idle timeout
+    wait_ms = _arg_int(req, "wait_ms", 0, 0, 60_000)
+    ents = await srv.mount.fs.data_waiting_wait(_arg_int(req, "after_ino"),
+                                                _arg_int(req, "after_iblock"), nr,
+                                                wait_ms / 1000)
     return {"entries": [list(e) for e in ents]}
 
 
@@ -911,6 +915,33 @@ async def _punch_offline_op(srv: ControlServer, req: Request) -> dict:
     await srv.mount.fs.punch_offline(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
                                      _arg_int(req, "data_version"), _arg_int(req, "flags"),
                                      writable=_writable(req))
+    return {}
+
+
+@op("move_blocks")
+async def _move_blocks_op(srv: ControlServer, req: Request) -> dict:
+    """MOVE_BLOCKS {from_off, len, to_off, data_version, flags}: the first passed fd is
+    the destination (the file the ioctl is made on), the second the source (the ioctl's
+    from_fd); checks in the order of spec §5.8 -> {}."""
+    to_ino = await _file_ino(srv, req)
+    from_off, length = _arg_int(req, "from_off"), _arg_int(req, "len")
+    to_off = _arg_int(req, "to_off")
+    if length == 0:
+        return {}
+    if from_off + length - 1 > U64_MAX or to_off + length - 1 > U64_MAX:
+        raise FsError(errno.EOVERFLOW)
+    if len(req.fds) < 2:
+        raise FsError(errno.EBADF)
+    try:
+        from_ino = req.inode(1)
+    except FsError as e:
+        if e.errno == errno.ENOTTY:  # another filesystem's file
+            raise FsError(errno.EXDEV) from None
+        raise
+    await srv.mount.fs.move_blocks(from_ino, from_off, length, to_ino, to_off,
+                                   _arg_int(req, "data_version"), _arg_int(req, "flags"),
+                                   uid=req.uid, gid=req.gid, readonly=_readonly(srv))
+    await _flush_kernel_pages(srv)
     return {}
 
 
