@@ -36,6 +36,8 @@ from __future__ import annotations
 import errno
 import stat
 
+import trio
+
 from fs import data as fsdata
 from fs import datawait
 from fs import format as fmt
@@ -48,6 +50,14 @@ U64_MAX = fmt.U64_MAX
 SETATTR_MORE_OFFLINE = 1  # SCOUTFS_IOC_SETATTR_MORE_OFFLINE
 SETATTR_MORE_FLAGS = SETATTR_MORE_OFFLINE
 STAGE_MAX = 1 << 20  # bytes one stage request may carry (the CLI sends at most this)
+
+
+async def _stall_if_armed(mctx, name: str) -> None:
+    """Crash-test hook (fs.triggers: ours): once the trigger is armed, park here for good,
+    holding whatever the caller holds, until the mount is killed."""
+    triggers = getattr(mctx, "triggers", None)
+    if triggers is not None and triggers.fire(name):
+        await trio.sleep_forever()
 
 
 def _nblocks(size: int) -> int:
@@ -116,6 +126,7 @@ async def release(mctx, ino: int, offset: int, length: int, data_version: int, *
                 inode.online_blocks += d_on
                 inode.offline_blocks += d_off
                 inode_mod.store_inode(mctx, inode, lock, ilock)
+                await _stall_if_armed(mctx, "archive_release_stall")  # changed, uncommitted
             if inode.online_blocks == 0:
                 await _truncate_past_eof(mctx, ino, eof, lock, ilock)
 
@@ -195,6 +206,8 @@ async def stage(mctx, ino: int, offset: int, buf, data_version: int, *, writable
                 try:
                     segs = fsdata._allocate(mctx, targets, allocated)
                     await fsdata._write_segs(mctx, segs, mv, offset, end)
+                    # blocks written, extents not yet changed, nothing committed
+                    await _stall_if_armed(mctx, "archive_stage_stall")
                     inode = await inode_mod.load_inode(mctx, ino, lock)
                 except BaseException:
                     for s, c in allocated:

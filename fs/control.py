@@ -217,6 +217,16 @@ class Request:
             raise FsError(errno.EPERM)
         return parse_ino(self.args.get("ino"))
 
+    async def drop_fds(self) -> None:
+        """Close the passed fds now, once what the op needs of them was read: an op that
+        may last (stage, release, move_blocks) must not hold a file of our own mount open,
+        because if the daemon is killed meanwhile, the kernel's close of it at our exit
+        sends FLUSH to ourselves and our exit never ends.  Empties the connection's list
+        in place, so they are not closed twice."""
+        held = list(self.fds)
+        self.fds.clear()
+        await _close_fds(held)
+
     def check_mount_fd(self) -> None:
         """A mount-wide op: the caller passes an fd on the mount (as the ioctl is made on
         one), unless root; EBADF (no fd), ENOTTY (another fs) otherwise."""
@@ -483,7 +493,7 @@ class ControlServer:
         fn = OPS.get(name)
         if fn is None:
             return {"errno": errno.ENOTTY}
-        req = Request(args, pid, uid, gid, list(fds), self)
+        req = Request(args, pid, uid, gid, fds, self)  # the list itself: see drop_fds
         try:
             out = await fn(self, req)
         except FsError as e:
@@ -771,8 +781,10 @@ async def _flush_kernel_pages(srv: ControlServer) -> None:
 @op("release")
 async def _release_op(srv: ControlServer, req: Request) -> dict:
     ino = await _file_ino(srv, req)
+    writable = _writable(req)
+    await req.drop_fds()
     await srv.mount.fs.release_data(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
-                                    _arg_int(req, "data_version"), writable=_writable(req),
+                                    _arg_int(req, "data_version"), writable=writable,
                                     readonly=_readonly(srv))
     await _flush_kernel_pages(srv)
     return {}
@@ -795,8 +807,10 @@ async def _stage_op(srv: ControlServer, req: Request) -> dict:
         raise FsError(errno.EINVAL)
     flags = req.open_flags()
     bad = bool(flags & (os.O_APPEND | os.O_DIRECT | os.O_DSYNC))
+    writable = _writable(req)
+    await req.drop_fds()
     n = await srv.mount.fs.stage(ino, _arg_int(req, "offset"), buf,
-                                 _arg_int(req, "data_version"), writable=_writable(req),
+                                 _arg_int(req, "data_version"), writable=writable,
                                  bad_flags=bad, readonly=_readonly(srv))
     return {"staged": n}
 
@@ -938,6 +952,7 @@ async def _move_blocks_op(srv: ControlServer, req: Request) -> dict:
         if e.errno == errno.ENOTTY:  # another filesystem's file
             raise FsError(errno.EXDEV) from None
         raise
+    await req.drop_fds()
     await srv.mount.fs.move_blocks(from_ino, from_off, length, to_ino, to_off,
                                    _arg_int(req, "data_version"), _arg_int(req, "flags"),
                                    uid=req.uid, gid=req.gid, readonly=_readonly(srv))
