@@ -815,6 +815,36 @@ async def _stage_op(srv: ControlServer, req: Request) -> dict:
     return {"staged": n}
 
 
+STAGE_FROM_MAX = 8 << 20  # archive bytes one stage_from request reads
+
+
+@op("stage_from")
+async def _stage_from_op(srv: ControlServer, req: Request) -> dict:
+    """STAGE with the archive passed as the second fd {offset, data_version,
+    archive_offset, length}: the daemon reads up to `length` (<= STAGE_FROM_MAX) bytes of
+    the archive at archive_offset and stages them at offset (the checks are stage's) ->
+    {"staged": n}; n < length when the archive ended (0: nothing staged).  Ours (the
+    STAGE ioctl takes a buffer): it saves the bytes a trip through JSON."""
+    ino = await _file_ino(srv, req)
+    if len(req.fds) < 2:
+        raise FsError(errno.EBADF)
+    afd = req.fd(1)
+    length = _arg_int(req, "length", 0, 0, STAGE_FROM_MAX)
+    aoff = _arg_int(req, "archive_offset", 0, 0, (1 << 63) - 1)
+    offset, dv = _arg_int(req, "offset"), _arg_int(req, "data_version")
+    flags = req.open_flags()
+    bad = bool(flags & (os.O_APPEND | os.O_DIRECT | os.O_DSYNC))
+    writable = _writable(req)
+    # a worker thread: the archive may be a file of this very mount (a FUSE request to us)
+    buf = await trio.to_thread.run_sync(os.pread, afd, length, aoff)
+    await req.drop_fds()
+    if not buf:
+        return {"staged": 0}
+    n = await srv.mount.fs.stage(ino, offset, buf, dv, writable=writable, bad_flags=bad,
+                                 readonly=_readonly(srv))
+    return {"staged": n}
+
+
 @op("data_waiting")
 async def _data_waiting_op(srv: ControlServer, req: Request) -> dict:
     req.check_mount_fd()
