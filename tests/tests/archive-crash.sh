@@ -112,20 +112,20 @@ read_waits_until_staged()
 	cat "$T_TMP.cmp"
 }
 
-echo "== a released file of 32 MiB, its first 8 MiB staged and synced"
+echo "== a released file of 16 MiB, its first 4 MiB staged and synced"
 mkdir "$D"
-dd if=/dev/urandom of="$T_TMP.arc" bs=$MIB count=32 status=none
+dd if=/dev/urandom of="$T_TMP.arc" bs=$MIB count=16 status=none
 cp "$T_TMP.arc" "$D/staged"
 V=$(scoutfs stat -s data_version "$D/staged")
 scoutfs release "$D/staged" -V "$V"
-scoutfs stage "$T_TMP.arc" "$D/staged" -V "$V" -l 8M
+scoutfs stage "$T_TMP.arc" "$D/staged" -V "$V" -l 4M
 sync
 counts "$D/staged"
 
 echo "== kill -9 while staging the rest"
 echo 1 > "$(trigger archive_stage_stall)"
-dd if="$T_TMP.arc" of="$T_TMP.rest" bs=$MIB skip=8 status=none
-scoutfs stage "$T_TMP.rest" "$D/staged" -V "$V" -o 8M > /dev/null 2>&1 &
+dd if="$T_TMP.arc" of="$T_TMP.rest" bs=$MIB skip=4 status=none
+scoutfs stage "$T_TMP.rest" "$D/staged" -V "$V" -o 4M > /dev/null 2>&1 &
 STAGER=$!
 wait_fired "$(trigger archive_stage_stall)"
 kill_mount
@@ -139,21 +139,21 @@ echo "== after remount: the synced part is staged, the rest is offline"
 t_scratch_mount
 counts "$D/staged"
 scoutfs stat -s data_version "$D/staged" | sed -e "s/^$V\$/data_version unchanged/"
-head -c $((8 * MIB)) "$T_TMP.arc" | \
-	cmp - <(dd if="$D/staged" iflag=direct bs=1M count=8 status=none) && echo "staged part reads back"
+head -c $((4 * MIB)) "$T_TMP.arc" | \
+	cmp - <(dd if="$D/staged" iflag=direct bs=1M count=4 status=none) && echo "staged part reads back"
 read_waits_until_staged "$D/staged" "$T_TMP.arc"
 counts "$D/staged"
 
-echo "== a 32 MiB file, its first half released and synced"
+echo "== a 16 MiB file, its first half released and synced"
 cp "$T_TMP.arc" "$D/released"
 V=$(scoutfs stat -s data_version "$D/released")
-scoutfs release "$D/released" -V "$V" -l 16M
+scoutfs release "$D/released" -V "$V" -l 8M
 sync
 counts "$D/released"
 
 echo "== kill -9 while releasing the rest"
 echo 1 > "$(trigger archive_release_stall)"
-scoutfs release "$D/released" -V "$V" -o 16M -l 16M > /dev/null 2>&1 &
+scoutfs release "$D/released" -V "$V" -o 8M -l 8M > /dev/null 2>&1 &
 RELEASER=$!
 wait_fired "$(trigger archive_release_stall)"
 kill_mount
@@ -166,8 +166,8 @@ fsck_volume
 echo "== after remount: the first half is offline, the rest online and intact"
 t_scratch_mount
 counts "$D/released"
-tail -c $((16 * MIB)) "$T_TMP.arc" | \
-	cmp - <(dd if="$D/released" iflag=direct bs=1M skip=16 status=none) && echo "online half reads back"
+tail -c $((8 * MIB)) "$T_TMP.arc" | \
+	cmp - <(dd if="$D/released" iflag=direct bs=1M skip=8 status=none) && echo "online half reads back"
 read_waits_until_staged "$D/released" "$T_TMP.arc"
 counts "$D/released"
 cmp "$T_TMP.arc" "$D/staged" && echo "staged file intact"
