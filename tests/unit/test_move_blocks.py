@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 
 import trio
+import trio.testing
 
 from fs import archive, data, datawait
 from fs import format as fmt
@@ -193,5 +194,48 @@ def test_stage_moves_into_offline_extents_and_wakes_waiters():
         await archive.stage(mctx, DST, 0, want[:2 * BS], 9, writable=True)
         assert await data.read(mctx, DST, 0, 6 * BS) == want
         check_invariants(mctx)
+
+    run(main)
+
+
+def test_control_data_waiting_blocks_until_a_waiter_registers():
+    """data_waiting with wait_ms (ours, for agents): an empty answer is held until a
+    waiter registers, then lists it; wait_ms is bounded; without waiters it times out."""
+    import json
+    from types import SimpleNamespace
+
+    from fs.control import ControlServer
+    from fs.filesystem import Filesystem
+
+    async def main():
+        mctx = make_context()
+        await make_file(mctx, SRC)
+        await data.write(mctx, SRC, 0, pattern(2 * BS), CTX)
+        dv = raw_inode(mctx, SRC).data_version
+        await archive.release(mctx, SRC, 0, 2 * BS, dv, writable=True)
+        mount = SimpleNamespace(fs=Filesystem(mctx), kernel_inodes={SRC}, options={})
+        srv = ControlServer(mount, 0, 0, path="/nonexistent/x.sock")
+
+        async def ask(**args):
+            return await srv._handle(json.dumps(args).encode(), 1, 0, 0, [])
+
+        base = dict(op="data_waiting", flags=0, after_ino=0, after_iblock=0)
+        assert (await ask(**base, wait_ms=60_001))["errno"] == errno.EINVAL
+        with trio.fail_after(5):
+            assert await ask(**base, wait_ms=10) == {"errno": 0, "entries": []}
+        got = []
+        async with trio.open_nursery() as n:
+            async def agent():
+                got.append(await ask(**base, wait_ms=30_000))
+
+            n.start_soon(agent)
+            await trio.testing.wait_all_tasks_blocked()  # the agent parked in its request
+            assert not got
+            n.start_soon(data.read, mctx, SRC, BS, 10)
+            with trio.fail_after(5):
+                while not got:
+                    await trio.sleep(0.01)
+            assert got == [{"errno": 0, "entries": [[SRC, 1, datawait.OP_READ]]}]
+            await archive.stage(mctx, SRC, 0, pattern(2 * BS), dv, writable=True)
 
     run(main)
