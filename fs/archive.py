@@ -1,7 +1,9 @@
 """The archive interfaces on file contents: RELEASE, STAGE, PUNCH_OFFLINE, SETATTR_MORE
 (spec §5.2, §5.3, §5.7, §5.9), with their argument checks in the spec's errno order.
 
-GET_ATTR_X and SET_ATTR_X (§5.7, §5.11: retention, project id) live here too.
+GET_ATTR_X and SET_ATTR_X (§5.7, §5.11: retention, project id) live here too, and
+MOVE_BLOCKS (§5.8), which hands one file's extents to another (with MB_STAGE: into the
+other's offline extents, the way an agent stages from a file it wrote on this volume).
 
 The caller (fs/control.py) tells each call how the file was opened (`writable`, and for
 stage `bad_flags`: O_APPEND, O_DIRECT or O_DSYNC) and whether the mount is read-only;
@@ -21,7 +23,10 @@ crtime and, when given, data_version (and then data_seq).
 Concurrency rule: like every content change, each call takes the per-inode rwsem
 (exclusive) before the inode's cluster WRITE lock and the index zone lock, reads what it
 needs (awaits), then makes all its item changes and the inode store in one transaction hold
-without awaiting between them.  Stage and punch wake this mount's data waiters of the inode
+without awaiting between them.  move_blocks takes two inodes: both rwsems in ascending
+inode order, then both cluster WRITE locks in one `locks.inodes` call (ascending groups),
+then the index zone lock; each extent it moves changes both files in one hold.  Stage and
+punch wake this mount's data waiters of the inode
 afterwards (synchronous); waiters on other mounts are woken by the invalidation of their
 lock that our WRITE lock caused.
 """
@@ -30,6 +35,8 @@ from __future__ import annotations
 
 import errno
 import stat
+
+import trio
 
 from fs import data as fsdata
 from fs import datawait
@@ -43,6 +50,14 @@ U64_MAX = fmt.U64_MAX
 SETATTR_MORE_OFFLINE = 1  # SCOUTFS_IOC_SETATTR_MORE_OFFLINE
 SETATTR_MORE_FLAGS = SETATTR_MORE_OFFLINE
 STAGE_MAX = 1 << 20  # bytes one stage request may carry (the CLI sends at most this)
+
+
+async def _stall_if_armed(mctx, name: str) -> None:
+    """Crash-test hook (fs.triggers: ours): once the trigger is armed, park here for good,
+    holding whatever the caller holds, until the mount is killed."""
+    triggers = getattr(mctx, "triggers", None)
+    if triggers is not None and triggers.fire(name):
+        await trio.sleep_forever()
 
 
 def _nblocks(size: int) -> int:
@@ -111,6 +126,7 @@ async def release(mctx, ino: int, offset: int, length: int, data_version: int, *
                 inode.online_blocks += d_on
                 inode.offline_blocks += d_off
                 inode_mod.store_inode(mctx, inode, lock, ilock)
+                await _stall_if_armed(mctx, "archive_release_stall")  # changed, uncommitted
             if inode.online_blocks == 0:
                 await _truncate_past_eof(mctx, ino, eof, lock, ilock)
 
@@ -190,6 +206,8 @@ async def stage(mctx, ino: int, offset: int, buf, data_version: int, *, writable
                 try:
                     segs = fsdata._allocate(mctx, targets, allocated)
                     await fsdata._write_segs(mctx, segs, mv, offset, end)
+                    # blocks written, extents not yet changed, nothing committed
+                    await _stall_if_armed(mctx, "archive_stage_stall")
                     inode = await inode_mod.load_inode(mctx, ino, lock)
                 except BaseException:
                     for s, c in allocated:
@@ -257,6 +275,154 @@ async def punch_offline(mctx, ino: int, offset: int, length: int, data_version: 
         datawait.waiters(mctx).wake_ino(ino)
     if bad:
         raise FsError(errno.EINVAL, "punch_offline range holds mapped blocks")
+
+
+# --------------------------------------------------------------------------- move_blocks
+
+MB_STAGE = 1  # SCOUTFS_IOC_MB_STAGE
+MB_FLAGS = MB_STAGE
+
+
+def may_write(inode: fmt.Inode, uid: int, gid: int) -> bool:
+    """inode_permission(MAY_WRITE) from the mode bits: root may, else the owner's, group's
+    or others' write bit (ACLs and supplementary groups are not consulted)."""
+    if uid == 0:
+        return True
+    if uid == inode.uid:
+        return bool(inode.mode & 0o200)
+    if gid == inode.gid:
+        return bool(inode.mode & 0o020)
+    return bool(inode.mode & 0o002)
+
+
+def _covered_offline(exts: list[Extent], first: int, last: int) -> bool:
+    """Whether offline extents cover every block of [first, last] (an offline run may be
+    stored as several extents of at most EXTENT_MAX_BLOCKS)."""
+    b = first
+    for x in exts:
+        if x.start > b or not x.offline:
+            return False
+        b = x.last + 1
+        if b > last:
+            return True
+    return False
+
+
+async def move_blocks(mctx, from_ino: int, from_off: int, length: int, to_ino: int,
+                      to_off: int, data_version: int, flags: int, *, uid: int = 0,
+                      gid: int = 0, readonly: bool = False) -> int:
+    """MOVE_BLOCKS (§5.8): move the extents of from's [from_off, from_off+length) (up to
+    its EOF) to `to` at to_off, leaving holes in from; returns the bytes of the range
+    covered (0 when nothing was to move).
+
+    Without MB_STAGE the destination range must hold no extents; with it, each moved
+    extent must land inside an offline extent of `to`, whose data_version must be
+    `data_version` and which keeps its data_version, data_seq and times.  Each source
+    extent moves in its own transaction, so an error can come after partial progress (as
+    upstream).  The bad-fd and other-filesystem checks (EBADF, EXDEV) are the caller's."""
+    if length == 0:
+        return 0
+    if from_off + length - 1 > U64_MAX or to_off + length - 1 > U64_MAX:
+        raise FsError(errno.EOVERFLOW, "move_blocks range wraps")
+    if from_ino == to_ino:
+        raise FsError(errno.EINVAL, "move_blocks within one inode")
+    if flags & ~MB_FLAGS:
+        raise FsError(errno.EINVAL, "unknown move_blocks flags")
+    if readonly:
+        raise FsError(errno.EROFS)
+    is_stage = bool(flags & MB_STAGE)
+    lo, hi = sorted((from_ino, to_ino))
+    async with fsdata.inode_rwsem(mctx, lo, exclusive=True), \
+            fsdata.inode_rwsem(mctx, hi, exclusive=True), \
+            mctx.locks.inodes([from_ino, to_ino], LOCK_WRITE) as locks:
+        flock, tlock = locks[from_ino], locks[to_ino]
+        async with inode_mod.index_lock(mctx) as ilock:
+            finode = await inode_mod.load_inode(mctx, from_ino, flock)
+            tinode = await inode_mod.load_inode(mctx, to_ino, tlock)
+            if not is_stage:
+                fsdata._check_retention(tinode)
+            from_size = finode.size
+            if (from_off % BLOCK_SIZE or to_off % BLOCK_SIZE
+                    or (length % BLOCK_SIZE and from_off + length != from_size)):
+                raise FsError(errno.EINVAL, "move_blocks range not 4 KiB aligned")
+            if is_stage and data_version != tinode.data_version:
+                raise FsError(errno.ESTALE, "data_version mismatch")
+            if from_off >= from_size:
+                return 0
+            if stat.S_ISDIR(finode.mode) or stat.S_ISDIR(tinode.mode):
+                raise FsError(errno.EISDIR)
+            if not stat.S_ISREG(finode.mode) or not stat.S_ISREG(tinode.mode):
+                raise FsError(errno.EINVAL, "move_blocks of a file not regular")
+            if not may_write(finode, uid, gid) or not may_write(tinode, uid, gid):
+                raise FsError(errno.EACCES)
+            if finode.offline_blocks or (tinode.offline_blocks and not is_stage):
+                raise FsError(errno.ENODATA, "move_blocks with offline blocks")
+            from_first = from_off >> BLOCK_SHIFT
+            count = _nblocks(min(length, from_size - from_off))
+            from_last = from_first + count - 1
+            to_first = to_off >> BLOCK_SHIFT
+            eof_blk = _nblocks(from_size)  # a piece ending here carries from's partial tail
+            if mctx.drop_pages is not None:
+                mctx.drop_pages(from_ino)
+                mctx.drop_pages(to_ino)
+            bumped = False
+            cur = from_first
+            while cur <= from_last:
+                found = await fsdata.load_extents(mctx, from_ino, cur, from_last, flock,
+                                                  limit=1)
+                if not found:
+                    break
+                e = found[0]
+                s = max(e.start, cur)
+                n = min(e.last, from_last) - s + 1
+                t = to_first + (s - from_first)
+                piece = e.clip(s, s + n - 1)
+                dwin = await fsdata.load_extents(mctx, to_ino, max(t - 1, 0), t + n, tlock)
+                inside = [x for x in dwin if x.last >= t and x.start <= t + n - 1]
+                if is_stage:
+                    if not _covered_offline(inside, t, t + n - 1):
+                        raise FsError(errno.EINVAL, "move_blocks stage outside offline")
+                elif inside:
+                    raise FsError(errno.EINVAL, "move_blocks destination overlaps")
+                swin = await fsdata.load_extents(mctx, from_ino, max(s - 1, 0), s + n,
+                                                 flock)
+                async with mctx.trans.hold():
+                    finode = await inode_mod.load_inode(mctx, from_ino, flock)
+                    tinode = await inode_mod.load_inode(mctx, to_ino, tlock)
+                    # atomic from here: both files' extent items and inodes
+                    for x in inside:  # a mapped offline preallocation being replaced
+                        c = x.clip(max(x.start, t), min(x.last, t + n - 1))
+                        if c.blkno:
+                            mctx.trans.data_alloc.free(c.blkno, c.length)
+                    moved = Extent(t, n, piece.blkno, piece.flags & ~FLAG_OFFLINE)
+                    new_d = fsdata.replace_range(dwin, t, t + n - 1, [moved])
+                    d_on, d_off = fsdata.apply_extents(mctx, to_ino, tlock, dwin, new_d)
+                    tinode.online_blocks += d_on
+                    tinode.offline_blocks += d_off
+                    new_s = fsdata.replace_range(swin, s, s + n - 1, [])
+                    d_on, d_off = fsdata.apply_extents(mctx, from_ino, flock, swin, new_s)
+                    finode.online_blocks += d_on
+                    finode.offline_blocks += d_off
+                    to_size = (t + n) << BLOCK_SHIFT
+                    if s + n == eof_blk and from_size % BLOCK_SIZE:
+                        to_size -= BLOCK_SIZE - from_size % BLOCK_SIZE
+                    now = mctx.now()
+                    inode_mod.touch(finode, mtime=True, ctime=True, now=now)
+                    if not is_stage:
+                        inode_mod.touch(tinode, mtime=True, ctime=True, now=now)
+                        if to_size > tinode.size:
+                            tinode.size = to_size
+                    if not bumped:
+                        inode_mod.bump_data(finode, mctx)
+                        if not is_stage:
+                            inode_mod.bump_data(tinode, mctx)
+                        bumped = True
+                    inode_mod.store_inode(mctx, finode, flock, ilock)
+                    inode_mod.store_inode(mctx, tinode, tlock, ilock)
+                cur = s + n
+    if is_stage:
+        datawait.waiters(mctx).wake_ino(to_ino)
+    return length
 
 
 # --------------------------------------------------------------------------- attr_x

@@ -41,6 +41,7 @@ class MountContext:
     # the server's last stable seq (GET_LAST_SEQ, spec §5.6); None: the open transaction's
     # seq - 1 (a lone mount without a server, as in unit tests)
     last_seq: Callable[[], Awaitable[int]] | None = None
+    triggers: Any = None  # fs.triggers.Triggers of the mount (None in unit tests)
 
 
 class InterruptToken:

@@ -219,6 +219,16 @@ class Request:
             raise FsError(errno.EPERM)
         return parse_ino(self.args.get("ino"))
 
+    async def drop_fds(self) -> None:
+        """Close the passed fds now, once what the op needs of them was read: an op that
+        may last (stage, release, move_blocks) must not hold a file of our own mount open,
+        because if the daemon is killed meanwhile, the kernel's close of it at our exit
+        sends FLUSH to ourselves and our exit never ends.  Empties the connection's list
+        in place, so they are not closed twice."""
+        held = list(self.fds)
+        self.fds.clear()
+        await _close_fds(held)
+
     def check_mount_fd(self) -> None:
         """A mount-wide op: the caller passes an fd on the mount (as the ioctl is made on
         one), unless root; EBADF (no fd), ENOTTY (another fs) otherwise."""
@@ -485,7 +495,7 @@ class ControlServer:
         fn = OPS.get(name)
         if fn is None:
             return {"errno": errno.ENOTTY}
-        req = Request(args, pid, uid, gid, list(fds), self)
+        req = Request(args, pid, uid, gid, fds, self)  # the list itself: see drop_fds
         try:
             out = await fn(self, req)
         except FsError as e:
@@ -803,8 +813,10 @@ async def _flush_kernel_pages(srv: ControlServer) -> None:
 @op("release")
 async def _release_op(srv: ControlServer, req: Request) -> dict:
     ino = await _file_ino(srv, req)
+    writable = _writable(req)
+    await req.drop_fds()
     await srv.mount.fs.release_data(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
-                                    _arg_int(req, "data_version"), writable=_writable(req),
+                                    _arg_int(req, "data_version"), writable=writable,
                                     readonly=_readonly(srv))
     await _flush_kernel_pages(srv)
     return {}
@@ -827,9 +839,41 @@ async def _stage_op(srv: ControlServer, req: Request) -> dict:
         raise FsError(errno.EINVAL)
     flags = req.open_flags()
     bad = bool(flags & (os.O_APPEND | os.O_DIRECT | os.O_DSYNC))
+    writable = _writable(req)
+    await req.drop_fds()
     n = await srv.mount.fs.stage(ino, _arg_int(req, "offset"), buf,
-                                 _arg_int(req, "data_version"), writable=_writable(req),
+                                 _arg_int(req, "data_version"), writable=writable,
                                  bad_flags=bad, readonly=_readonly(srv))
+    return {"staged": n}
+
+
+STAGE_FROM_MAX = 8 << 20  # archive bytes one stage_from request reads
+
+
+@op("stage_from")
+async def _stage_from_op(srv: ControlServer, req: Request) -> dict:
+    """STAGE with the archive passed as the second fd {offset, data_version,
+    archive_offset, length}: the daemon reads up to `length` (<= STAGE_FROM_MAX) bytes of
+    the archive at archive_offset and stages them at offset (the checks are stage's) ->
+    {"staged": n}; n < length when the archive ended (0: nothing staged).  Ours (the
+    STAGE ioctl takes a buffer): it saves the bytes a trip through JSON."""
+    ino = await _file_ino(srv, req)
+    if len(req.fds) < 2:
+        raise FsError(errno.EBADF)
+    afd = req.fd(1)
+    length = _arg_int(req, "length", 0, 0, STAGE_FROM_MAX)
+    aoff = _arg_int(req, "archive_offset", 0, 0, (1 << 63) - 1)
+    offset, dv = _arg_int(req, "offset"), _arg_int(req, "data_version")
+    flags = req.open_flags()
+    bad = bool(flags & (os.O_APPEND | os.O_DIRECT | os.O_DSYNC))
+    writable = _writable(req)
+    # a worker thread: the archive may be a file of this very mount (a FUSE request to us)
+    buf = await trio.to_thread.run_sync(os.pread, afd, length, aoff)
+    await req.drop_fds()
+    if not buf:
+        return {"staged": 0}
+    n = await srv.mount.fs.stage(ino, offset, buf, dv, writable=writable, bad_flags=bad,
+                                 readonly=_readonly(srv))
     return {"staged": n}
 
 
@@ -839,8 +883,12 @@ async def _data_waiting_op(srv: ControlServer, req: Request) -> dict:
     if _arg_int(req, "flags"):
         raise FsError(errno.EINVAL)
     nr = _arg_int(req, "nr", 128, 1, 4096)
-    ents = srv.mount.fs.data_waiting(_arg_int(req, "after_ino"),
-                                     _arg_int(req, "after_iblock"), nr)
+    # our own: wait_ms holds an empty answer until a waiter registers (agents block on
+    # it rather than poll); at most a minute, within the connection's idle timeout
+    wait_ms = _arg_int(req, "wait_ms", 0, 0, 60_000)
+    ents = await srv.mount.fs.data_waiting_wait(_arg_int(req, "after_ino"),
+                                                _arg_int(req, "after_iblock"), nr,
+                                                wait_ms / 1000)
     return {"entries": [list(e) for e in ents]}
 
 
@@ -943,6 +991,34 @@ async def _punch_offline_op(srv: ControlServer, req: Request) -> dict:
     await srv.mount.fs.punch_offline(ino, _arg_int(req, "offset"), _arg_int(req, "length"),
                                      _arg_int(req, "data_version"), _arg_int(req, "flags"),
                                      writable=_writable(req))
+    return {}
+
+
+@op("move_blocks")
+async def _move_blocks_op(srv: ControlServer, req: Request) -> dict:
+    """MOVE_BLOCKS {from_off, len, to_off, data_version, flags}: the first passed fd is
+    the destination (the file the ioctl is made on), the second the source (the ioctl's
+    from_fd); checks in the order of spec §5.8 -> {}."""
+    to_ino = await _file_ino(srv, req)
+    from_off, length = _arg_int(req, "from_off"), _arg_int(req, "len")
+    to_off = _arg_int(req, "to_off")
+    if length == 0:
+        return {}
+    if from_off + length - 1 > U64_MAX or to_off + length - 1 > U64_MAX:
+        raise FsError(errno.EOVERFLOW)
+    if len(req.fds) < 2:
+        raise FsError(errno.EBADF)
+    try:
+        from_ino = req.inode(1)
+    except FsError as e:
+        if e.errno == errno.ENOTTY:  # another filesystem's file
+            raise FsError(errno.EXDEV) from None
+        raise
+    await req.drop_fds()
+    await srv.mount.fs.move_blocks(from_ino, from_off, length, to_ino, to_off,
+                                   _arg_int(req, "data_version"), _arg_int(req, "flags"),
+                                   uid=req.uid, gid=req.gid, readonly=_readonly(srv))
+    await _flush_kernel_pages(srv)
     return {}
 
 

@@ -65,6 +65,7 @@ class DataWaiters:
     def __init__(self) -> None:
         self.by_ino: dict[int, list[Waiter]] = {}
         self.read_errs: dict[tuple[int, int], int] = {}  # (ino, iblock) -> errno, see above
+        self.registered = trio.lowlevel.ParkingLot()  # DATA_WAITING callers that block
 
     def register(self, ino: int, iblock: int, op: int) -> Waiter:
         if op == OP_READ and self.read_errs:
@@ -73,7 +74,14 @@ class DataWaiters:
                 raise FsError(err, f"data wait of inode {ino} failed")
         w = Waiter(ino, iblock, op)
         self.by_ino.setdefault(ino, []).append(w)
+        self.registered.unpark_all()
         return w
+
+    async def wait_registered(self, timeout: float) -> None:
+        """Park until a waiter registers or timeout seconds pass (a blocking DATA_WAITING
+        for agents, instead of polling)."""
+        with trio.move_on_after(timeout):
+            await self.registered.park()
 
     def unregister(self, w: Waiter) -> None:
         lst = self.by_ino.get(w.ino)

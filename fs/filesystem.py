@@ -787,6 +787,15 @@ class Filesystem:
         await archive.punch_offline(self.mctx, ino, offset, length, data_version, flags,
                                     writable=writable)
 
+    async def move_blocks(self, from_ino: int, from_off: int, length: int, to_ino: int,
+                          to_off: int, data_version: int, flags: int, *, uid: int = 0,
+                          gid: int = 0, readonly: bool = False) -> int:
+        from fs import archive
+
+        return await archive.move_blocks(self.mctx, from_ino, from_off, length, to_ino,
+                                         to_off, data_version, flags, uid=uid, gid=gid,
+                                         readonly=readonly)
+
     async def setattr_more(self, ino: int, **kw) -> None:
         from fs import archive
 
@@ -808,6 +817,19 @@ class Filesystem:
         from fs import datawait
 
         return datawait.waiters(self.mctx).waiting(after_ino, after_iblock, limit)
+
+    async def data_waiting_wait(self, after_ino: int, after_iblock: int, limit: int,
+                                timeout: float) -> list[tuple[int, int, int]]:
+        """`data_waiting`, but when there is none parks until a waiter registers (or
+        timeout seconds pass) and asks again."""
+        from fs import datawait
+
+        w = datawait.waiters(self.mctx)
+        ents = w.waiting(after_ino, after_iblock, limit)
+        if not ents and timeout > 0:
+            await w.wait_registered(timeout)
+            ents = w.waiting(after_ino, after_iblock, limit)
+        return ents
 
     def data_wait_err(self, ino: int, first: int, last: int, op: int, err: int) -> int:
         """Fail this mount's waiters of ino in iblocks [first, last] for op with err."""

@@ -184,7 +184,7 @@ class Mount:
             alloc_ino=self.inos.alloc, statfs=self._statfs, fmt_vers=self.sb.fmt_vers,
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
             drop_pages=self._drop_pages,
-            last_seq=self.client.get_last_seq,
+            last_seq=self.client.get_last_seq, triggers=self.triggers,
         )
         from fs.filesystem import Filesystem
 

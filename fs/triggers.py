@@ -9,6 +9,11 @@ from __future__ import annotations
 
 NAMES = (
     "alloc_fill_freed_list",
+    # ours, not scoutfs's: a stage or release that finds its trigger armed parks for good
+    # in the middle of its transaction hold (fs.archive), so a crash test can kill -9 the
+    # mount there (the trigger reading 0 says the operation got there)
+    "archive_release_stall",
+    "archive_stage_stall",
     "block_remove_stale",
     "log_merge_force_finalize_ours",
     "log_merge_force_partial",

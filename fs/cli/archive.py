@@ -1,25 +1,27 @@
 """The archive agent commands: `release`, `stage`, `data-waiting`, `data-wait-err`,
-`setattr` and `punch-offline` (upstream's release.c, stage.c, waiting.c, setattr.c and
-punch_offline.c), each one request (stage: one per chunk) to the mount's daemon over its
-control socket, carrying the fd the command opened (spec cli-and-harness §4.2).
+`setattr`, `move-blocks` and `punch-offline` (upstream's release.c, stage.c, waiting.c,
+setattr.c, move_blocks.c and punch_offline.c): argument parsing and upstream's messages
+around the calls of the agent API (fs/agent.py), each one request (stage: one per chunk)
+to the mount's daemon over its control socket, carrying the fds the command opened (spec
+cli-and-harness §4.2).
 
-Stage reads the archive in 1 MiB chunks as upstream does; a chunk goes to the daemon in
-requests of at most `STAGE_REQ` bytes (JSON lines are bounded), the whole chunk counting as
-upstream's one ioctl in the messages.
+Stage reads the archive in 1 MiB chunks as upstream does; `agent.stage` sends a chunk in
+requests of at most `agent.STAGE_REQ` bytes (JSON lines are bounded), the whole chunk
+counting as upstream's one ioctl in the messages.
 """
 
 from __future__ import annotations
 
-import base64
 import errno
 import os
 
+from fs import agent
+from fs.agent import ControlError
 from fs.cli.argp import POSITIONAL, Opt, UsageError
 from fs.cli.util import (
     GROUP_AGENT,
     CmdFailed,
     Command,
-    daemon_call,
     err,
     errno_str,
     open_path,
@@ -29,13 +31,11 @@ from fs.cli.util import (
     parse_u64,
     register,
 )
-from fs.control import ControlError
 
 BLOCK = 4096
-STAGE_CHUNK = 1 << 20  # archive bytes per upstream ioctl
-STAGE_REQ = 512 * 1024  # bytes per control request (base64 keeps it under the line limit)
+STAGE_CHUNK = agent.STAGE_CHUNK  # archive bytes per upstream ioctl
 WAITING_NR = 16
-OPS = {"read": 1, "write": 2, "change_size": 4}
+OPS = agent.OPS
 
 
 # --------------------------------------------------------------------------- release
@@ -64,8 +64,7 @@ def run_release(cmd: str, events) -> int:
         if length == 0:
             length = (os.fstat(fd).st_size + BLOCK - 1) // BLOCK * BLOCK
         try:
-            daemon_call(fd, {"op": "release", "offset": offset, "length": length,
-                             "data_version": dv})
+            agent.release(fd, dv, offset, length)
         except ControlError as e:
             err(f"release ioctl failed: {errno_str(e.errno)}")
             return -e.errno
@@ -75,13 +74,6 @@ def run_release(cmd: str, events) -> int:
 
 
 # --------------------------------------------------------------------------- stage
-
-
-def _stage_chunk(fd: int, offset: int, buf: bytes, dv: int) -> None:
-    for i in range(0, len(buf), STAGE_REQ):
-        part = buf[i:i + STAGE_REQ]
-        daemon_call(fd, {"op": "stage", "offset": offset + i, "data_version": dv,
-                         "data": base64.b64encode(part).decode()})
 
 
 def run_stage(cmd: str, events) -> int:
@@ -124,7 +116,7 @@ def run_stage(cmd: str, events) -> int:
                     err(f"archive read returned 0: error {errno_str(0)}")
                     return -errno.EIO
                 try:
-                    _stage_chunk(fd, offset, buf, dv)
+                    agent.stage(fd, offset, buf, dv)
                 except ControlError as e:
                     err(f"stage returned -1, not {len(buf)}: error {errno_str(e.errno)}")
                     return -errno.EIO
@@ -138,10 +130,6 @@ def run_stage(cmd: str, events) -> int:
 
 
 # --------------------------------------------------------------------------- waiters
-
-
-def _ops_text(ops: int) -> str:
-    return ",".join(name for name, bit in OPS.items() if ops & bit)
 
 
 def run_data_waiting(cmd: str, events) -> int:
@@ -164,17 +152,15 @@ def run_data_waiting(cmd: str, events) -> int:
     try:
         while True:
             try:
-                r = daemon_call(fd, {"op": "data_waiting", "flags": 0, "after_ino": ino,
-                                     "after_iblock": iblock, "nr": WAITING_NR})
+                ents = agent.data_waiting(fd, ino, iblock, WAITING_NR)
             except ControlError as e:
                 err(f"waiting ioctl failed: {errno_str(e.errno)}")
                 return -e.errno
-            ents = r.get("entries", [])
             if not ents:
                 break
-            for e_ino, e_iblock, ops in ents:
-                print(f"ino {e_ino} iblock {e_iblock} ops {_ops_text(ops)}")
-            ino, iblock = ents[-1][0], ents[-1][1]
+            for w in ents:
+                print(f"ino {w.ino} iblock {w.iblock} ops {','.join(w.ops)}")
+            ino, iblock = ents[-1].ino, ents[-1].iblock
     finally:
         os.close(fd)
     return 0
@@ -208,16 +194,15 @@ def run_data_wait_err(cmd: str, events) -> int:
     fd = open_path(path or ".", os.O_RDONLY)
     try:
         try:
-            r = daemon_call(fd, {"op": "data_wait_err", "ino": vals["inode"],
-                                 "data_version": vals["version"], "offset": vals["offset"],
-                                 "count": vals["count"], "wait_op": vals["op"],
-                                 "err": vals["err"]})
+            found = agent.data_wait_err(fd, vals["inode"], vals["version"],
+                                        vals["offset"], vals["count"], vals["op"],
+                                        vals["err"])
         except ControlError as e:
             err(f"data_wait_err returned -1: error {errno_str(e.errno)}")
             return -errno.EIO
     finally:
         os.close(fd)
-    print(f"data_wait_err found {r.get('found', 0)} waiters.")
+    print(f"data_wait_err found {found} waiters.")
     return 0
 
 
@@ -255,10 +240,7 @@ def run_setattr(cmd: str, events) -> int:
     fd = open_path(path, os.O_WRONLY)
     try:
         try:
-            daemon_call(fd, {"op": "setattr_more", "data_version": dv, "i_size": size,
-                             "flags": 1 if offline else 0, "ctime_sec": ctime[0],
-                             "ctime_nsec": ctime[1], "crtime_sec": crtime[0],
-                             "crtime_nsec": crtime[1]})
+            agent.setattr_more(fd, dv, size, offline, ctime, crtime)
         except ControlError as e:
             err(f"setattr_more ioctl failed on '{path}': {errno_str(e.errno)}")
             return -e.errno
@@ -295,13 +277,58 @@ def run_punch_offline(cmd: str, events) -> int:
     fd = open_path(path, os.O_RDWR)
     try:
         try:
-            daemon_call(fd, {"op": "punch_offline", "offset": offset, "length": length,
-                             "data_version": dv, "flags": 0})
+            agent.punch_offline(fd, offset, length, dv)
         except ControlError as e:
             err(f"punch_offline ioctl failed: {errno_str(e.errno)}")
             return -e.errno
     finally:
         os.close(fd)
+    return 0
+
+
+# --------------------------------------------------------------------------- move-blocks
+
+
+def run_move_blocks(cmd: str, events) -> int:
+    from_path = to_path = None
+    from_off = length = to_off = None
+    for k, v in events:
+        if k == "from_off":
+            from_off = parse_human(v)
+        elif k == "length":
+            length = parse_human(v)
+        elif k == "to_off":
+            to_off = parse_human(v)
+        elif k == POSITIONAL:
+            if from_path is None:
+                from_path = v
+            elif to_path is None:
+                to_path = v
+            else:
+                raise UsageError("more than two arguments given")
+    if from_path is None:
+        raise UsageError("must provide from file path")
+    if to_path is None:
+        raise UsageError("must provide to file path")
+    if from_off is None:
+        raise UsageError("must provide from file offset --from-offset")
+    if length is None:
+        raise UsageError("must provide region length --length")
+    if to_off is None:
+        raise UsageError("must provide to file offset --to-offset")
+    from_fd = open_path(from_path, os.O_RDWR)
+    try:
+        to_fd = open_path(to_path, os.O_RDWR)
+        try:
+            try:
+                agent.move_blocks(from_fd, from_off, length, to_fd, to_off)
+            except ControlError as e:
+                err(f"ioctl failed on '{to_path}': {errno_str(e.errno)}")
+                return -e.errno
+        finally:
+            os.close(to_fd)
+    finally:
+        os.close(from_fd)
     return 0
 
 
@@ -335,5 +362,14 @@ register(Command("setattr", "FILE", "Set attributes on newly-created zero-length
                   Opt("size", "s", "size", "SIZE", "Set file size (bytes or KMGTP units)"),
                   Opt("offline", "o", "offline", None, "Set file contents as offline")],
                  run_setattr))
+register(Command("move-blocks", "FROM-FILE TO-FILE",
+                 "Move extents from one regular file to another", GROUP_AGENT,
+                 [Opt("from_off", "f", "from-offset", "OFF",
+                      "Byte offset to start moving from (bytes or KMGTP units)"),
+                  Opt("length", "l", "length", "LEN",
+                      "Length of region to move (bytes or KMGTP units)"),
+                  Opt("to_off", "t", "to-offset", "OFF",
+                      "Byte offset to start moving to (bytes or KMGTP units)")],
+                 run_move_blocks))
 register(Command("punch-offline", "FILE", "Punch holes in offline extents", GROUP_AGENT,
                  [_OFF, _LEN, _DV], run_punch_offline))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 
+from fs import agent
 from fs.cli.argp import POSITIONAL, Opt, UsageError
 from fs.cli.util import (
     GROUP_CORE,
@@ -45,7 +46,10 @@ def _do_stat(path: str, single: str | None, op: str, fields: list[str], fmt_fn) 
     fd = open_path(path, os.O_RDONLY | os.O_NONBLOCK)
     try:
         try:
-            r = daemon_call(fd, {"op": op})
+            if op == "stat_more":  # the agent API's call (fs/agent.py)
+                r = agent.stat_more(fd)._asdict()
+            else:
+                r = daemon_call(fd, {"op": op})
         except ControlError as e:
             err(f"ioctl failed: {errno_str(e.errno)}")
             return 0  # upstream quirk: the ioctl failure does not fail the command

@@ -44,14 +44,16 @@ def worker():
 def test_only_selects_cluster_workloads(bench):
     c = bench.parse_args([])
     assert c.only == ("minimal", "ext4", "scoutfs")
-    assert c.cluster == ("multi-create", "ping-pong")
-    assert (c.cluster_files, c.rounds) == (3_000, 200)
+    assert c.cluster == ("multi-create", "ping-pong", "archive")
+    assert (c.cluster_files, c.rounds, c.archive_mib) == (3_000, 200, 1024)
     c = bench.parse_args(["--only", "ping-pong,multi-create,ping-pong"])
     assert c.only == () and c.cluster == ("multi-create", "ping-pong")
     c = bench.parse_args(["--only", "scoutfs"])
     assert c.only == ("scoutfs",) and c.cluster == ()
     c = bench.parse_args(["--quick", "--only", "ping-pong"])
     assert (c.cluster_files, c.rounds, c.cluster) == (1_000, 50, ("ping-pong",))
+    c = bench.parse_args(["--quick", "--only", "archive"])
+    assert (c.only, c.cluster, c.archive_mib) == ((), ("archive",), 64)
     c = bench.parse_args(["--quick", "--rounds", "7", "--cluster-files", "1,000"])
     assert (c.cluster_files, c.rounds) == (1_000, 7)
     for bad in (["--only", "pingpong"], ["--rounds", "0"], ["--cluster-files", "x"]):
