@@ -42,6 +42,7 @@ from fs import format as fmt
 from fs.alloc import DataAlloc, MetaAlloc
 from fs.btree import Btree
 from fs.errors import FsError
+from fs.srch import SrchLog
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ class Trans:
         self._commit_lock = trio.Lock()
         self._refill_tried_seq = -1
         self._data_written = False
+        self.srch_log = SrchLog(counters)  # .srch. entries of the open transaction
         self.closed = False
         self.abandoned = False
 
@@ -132,7 +134,7 @@ class Trans:
     # ------------------------------------------------------------- committing
 
     def _dirty(self) -> bool:
-        return bool(self.items.nr_dirty or self.meta_alloc.freed.total
+        return bool(self.items.nr_dirty or self.srch_log.pending or self.meta_alloc.freed.total
                     or self.data_alloc.freed.total or self._data_written)
 
     async def sync(self) -> None:
@@ -189,8 +191,13 @@ class Trans:
                 max_seq = max(max_seq, item.seq)
             root = tree.flush()
             lt.max_item_seq = max_seq
+        # the srch entries of the transaction go into its log file, in the same commit
+        srch_file = self.srch_log.write(self.meta_blocks, lt.srch_file, self.seq,
+                                        self.meta_alloc)
+        if dirty or srch_file != lt.srch_file:
             await trio.to_thread.run_sync(self.meta_dev.flush)
             self._check_abandoned()
+        lt.srch_file = srch_file
         lt.item_root = root
         lt.meta_avail = self.meta_alloc.avail.extents()
         lt.data_avail = self.data_alloc.avail.extents()
