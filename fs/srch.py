@@ -736,9 +736,10 @@ def fsck_claims(blocks, sb: fmt.Super, log_records: list[fmt.LogTrees],
         if f.ref.blkno == 0:
             return
         try:
-            file_entries(blocks, f, is_sorted=is_sorted)
+            # the blocks are the file's even when an entry is bad: claim them first
             for b in file_blknos(blocks, f):
                 claims.append((b, 1, f"used by {name}", "used"))
+            file_entries(blocks, f, is_sorted=is_sorted)
         except (FsError, StaleBlock) as e:
             problems.add(f"{name}: {e}")
 

@@ -369,3 +369,39 @@ def test_server_refuses_bad_compaction_commits(volume):
 
     trio.run(main)
     assert fsck.check(*volume) == []
+
+
+def test_fsck_checks_srch_blocks(volume):
+    async def main():
+        async with trio.open_nursery() as n:
+            m = await Mount.open(*volume, {"quorum_slot_nr": 0}, n)
+            m.srch.compact_delay_ms = 3_600_000
+            a = await m.fs.mknod(1, b"f", 0o100644, 0, ROOT)
+            await m.fs.setxattr(a.ino, b"scoutfs.srch.x", b"v", 0, ROOT)
+            m.triggers.set("srch_force_log_rotate", 1)
+            await m.trans.sync()
+            await m.close()
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+    assert fsck.check(*volume) == []
+    from fs.block import Device, read_super
+
+    dev = Device(volume[0])
+    try:
+        sb = read_super(dev)
+        b = MetaBlocks(dev, sb.fsid, 16)
+        logs, _sorted = srch.root_files(b, sb.srch_root)
+        assert len(logs) == 1
+        leaf = srch.file_blknos(b, logs[0])[1]
+        ref = srch.read_parent(b, logs[0])[0][0]
+        buf = bytearray(b.read(ref, fmt.MAGIC_SRCH_BLOCK))
+        fmt.SRCH_BLOCK_HDR.pack_into(buf, fmt.HDR_SIZE, 0)  # an empty leaf
+        b.write(leaf, ref.seq, fmt.MAGIC_SRCH_BLOCK, buf)
+        dev.flush()
+    finally:
+        dev.close()
+    problems = fsck.check(*volume)
+    assert any("srch_root" in p and "empty leaf" in p for p in problems), problems
+    # its blocks are still the file's: no other problem
+    assert len(problems) == 1, problems
