@@ -415,12 +415,19 @@ class Srch:
                 if self.closed:
                     return
                 log.warning("srch compaction request failed: %s", e)
+            except Exception:  # our bug: it costs this round of compaction, not the mount
+                if self.closed:
+                    return
+                self.counters.inc("srch_compact_error")
+                log.exception("srch compaction failed")
 
     async def compact_once(self) -> bool:
         """One compaction; returns whether the server had work."""
         work = await self.client.srch_get_compact()
         if not work:
             return False
+        if any(k not in work for k in ("id", "seq", "inputs", "meta_avail")):
+            raise FsError(errno.EINVAL, f"srch compaction work without {sorted(work)}")
         cid = int(work["id"])
         try:
             output, unused = await self._compact(work)
@@ -442,6 +449,10 @@ class Srch:
         is_sorted = bool(work.get("sorted"))
         seq = int(work["seq"])
         lent = [(int(s), int(n)) for s, n in work["meta_avail"]]
+        for s, n in lent:
+            if s < fmt.META_DEV_START_BLKNO or s + n > self.blocks.nr_blocks:
+                raise FsError(errno.EINVAL, f"srch compaction lent ({s}, {n}) outside the "
+                                            "meta device's blocks")
         lists = []
         for f in inputs:
             lists.append(file_entries(self.blocks, f, is_sorted=is_sorted))

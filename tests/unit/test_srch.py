@@ -405,3 +405,43 @@ def test_fsck_checks_srch_blocks(volume):
     assert any("srch_root" in p and "empty leaf" in p for p in problems), problems
     # its blocks are still the file's: no other problem
     assert len(problems) == 1, problems
+
+
+def test_compact_delay_ms_option():
+    s = srch.Srch(None, None, None, None, None)
+    assert s.compact_delay_ms == srch.COMPACT_DELAY_MS_DEFAULT
+    s.set_compact_delay_ms("250\n")
+    assert s.compact_delay_ms == 250
+    for bad in ("", "x", "-1", str(srch.COMPACT_DELAY_MS_MAX + 1)):
+        with pytest.raises(FsError) as e:
+            s.set_compact_delay_ms(bad)
+        assert e.value.errno == errno.EINVAL
+    assert s.compact_delay_ms == 250
+
+
+def test_bad_compaction_work_costs_only_that_compaction():
+    """A server's work naming blocks outside the device (or a reserved one) is refused and
+    the compaction abandoned, never written."""
+
+    class Client:
+        def __init__(self, work):
+            self.work = work
+            self.commits = []
+
+        async def srch_get_compact(self):
+            return self.work
+
+        async def srch_commit_compact(self, p):
+            self.commits.append(p)
+
+    from fs.counters import Counters
+
+    b = blocks(64)
+    for lent in ([[0, 1]], [[60, 10]]):
+        c = Client({"id": 7, "seq": 7, "inputs": [], "meta_avail": lent})
+        s = srch.Srch(c, b, b.dev, Counters(), None)
+        assert trio.run(s.compact_once) is False
+        assert c.commits == [{"id": 7, "abandon": True, "meta_avail": lent}]
+        assert s.counters.get("srch_compact_error") == 1
+    with pytest.raises(FsError):
+        trio.run(srch.Srch(Client({"id": 1}), b, b.dev, Counters(), None).compact_once)
