@@ -14,7 +14,10 @@ Owns, for the volume (spec §1.5-§1.8, §2.2-§2.3):
 * farewell (spec §2.3 rules for quorum members), fencing (fs/fence.py: nothing is
   reclaimed that was not fenced first, or that did not say farewell) and reclaim_rid;
 * coordinated finalize (SYNC_LOG_TREES to every mount) and merging finalized trees into
-  fs_root (one pass, on the server: spec §8.7 allows it).
+  fs_root (one pass, on the server: spec §8.7 allows it);
+* the btree `srch` (the super's srch_root): srch log files rotated out of log trees and the
+  compactions handed to mounts (SRCH_GET_COMPACT / SRCH_COMMIT_COMPACT), kept by
+  `fs.srch.SrchServer`.
 
 Failover model: every request is idempotent, because a client resends every request still
 unanswered when its connection drops, possibly to the next server.  COMMIT_LOG_TREES

@@ -5,7 +5,8 @@ holds it and keeps new holders out until it is done.  Commit order (spec §1.8):
 
 1. data writes reach the data device (flush),
 2. the dirty items go into new blocks of this mount's log tree (copy-on-write into lent
-   space) and those blocks reach the meta device,
+   space), the transaction's `.srch.` entries are appended to its srch log file
+   (fs/srch.py), and those blocks reach the meta device,
 3. COMMIT_LOG_TREES: the server records the new root and writes the super before replying,
 4. the cache is marked clean,
 5. GET_LOG_TREES opens the next transaction with a new seq and refilled allocators.
