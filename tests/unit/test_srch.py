@@ -445,3 +445,35 @@ def test_bad_compaction_work_costs_only_that_compaction():
         assert s.counters.get("srch_compact_error") == 1
     with pytest.raises(FsError):
         trio.run(srch.Srch(Client({"id": 1}), b, b.dev, Counters(), None).compact_once)
+
+
+def test_log_rotates_at_its_size_limit(volume, monkeypatch):
+    """A log file of LOG_ROTATE_BLOCKS leaves (1 MiB) moves into srch_root at its commit
+    without any trigger (leaves of 4 entries here, so 64 entries make 16 leaves)."""
+    monkeypatch.setattr(fmt, "SRCH_BLOCK_MAX_ENTRIES", 4)
+
+    async def main():
+        async with trio.open_nursery() as n:
+            m = await Mount.open(*volume, {"quorum_slot_nr": 0}, n)
+            m.srch.compact_delay_ms = 3_600_000
+            inos = []
+            for i in range(31):
+                a = await m.fs.mknod(1, b"f%d" % i, 0o100644, 0, ROOT)
+                await m.fs.setxattr(a.ino, b"scoutfs.srch.a", b"v", 0, ROOT)
+                await m.fs.setxattr(a.ino, b"scoutfs.srch.b", b"v", 0, ROOT)
+                inos.append(a.ino)
+            await m.trans.sync()  # 62 entries in 16 leaves: rotated at this commit
+            assert _srch_root_types(m) == [fmt.SRCH_LOG_TYPE]
+            assert m.trans.lt.srch_file == fmt.EMPTY_SRCH_FILE
+            a = await m.fs.mknod(1, b"g", 0o100644, 0, ROOT)
+            await m.fs.setxattr(a.ino, b"scoutfs.srch.a", b"v", 0, ROOT)
+            await m.trans.sync()  # one leaf: stays the mount's log
+            assert _srch_root_types(m) == [fmt.SRCH_LOG_TYPE]
+            assert m.trans.lt.srch_file.blocks == 1
+            assert await _search(m, b"scoutfs.srch.a") == inos + [a.ino]
+            assert m.counters.get("srch_rotate_log") == 1
+            await m.close()
+            n.cancel_scope.cancel()
+
+    trio.run(main)
+    assert fsck.check(*volume) == []
