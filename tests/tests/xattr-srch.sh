@@ -100,8 +100,8 @@ sv=$(t_server_nr)
 before=$(t_counter srch_compact_complete "$sv")
 for m in $(t_fs_nrs); do
 	t_trigger_arm_silent srch_force_log_rotate "$sv"
-	# the trigger acts at a commit: make one with a change
-	setfattr -n user.rotate -v "$m" "$(t_mount_dir "$m")/m$m.f2"
+	# the trigger acts at the next commit of a non-empty log: make one
+	setfattr -n scoutfs.srch.rotate -v "$m" "$(t_mount_dir "$m")/m$m.f2"
 	scoutfs sync -p "$(t_mount_path "$m")"
 	[ "$(t_trigger_get srch_force_log_rotate "$sv")" == "0" ] || echo "mount $m's log did not rotate"
 done
