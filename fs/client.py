@@ -335,6 +335,7 @@ class Client:
             "meta_freed": [list(e) for e in meta_freed],
             "data_freed": [list(e) for e in data_freed],
             "max_item_seq": lt.max_item_seq, "inode_count_delta": inode_count_delta,
+            "srch_file": net.srch_file_to_wire(lt.srch_file),
         })
 
     async def get_roots(self) -> tuple[fmt.BtreeRoot, list[dict]]:
@@ -346,6 +347,19 @@ class Client:
                  "max_item_seq": int(lt["max_item_seq"]), "flags": int(lt["flags"])}
                 for lt in r["logs"]]
         return net.root_from_wire(r["fs_root"]), logs
+
+    async def get_srch_roots(self) -> tuple[fmt.BtreeRoot, list[fmt.SrchFile]]:
+        """The stable srch_root and every log tree's committed srch log file (fs/srch.py)."""
+        r = await self._request(Cmd.GET_ROOTS)
+        root = net.root_from_wire(r["srch_root"]) if "srch_root" in r else fmt.EMPTY_ROOT
+        return root, [net.srch_file_from_wire(lt.get("srch_file")) for lt in r["logs"]]
+
+    async def srch_get_compact(self) -> dict:
+        """SRCH_GET_COMPACT: a compaction to do ({} when there is none)."""
+        return await self._request(Cmd.SRCH_GET_COMPACT) or {}
+
+    async def srch_commit_compact(self, p: dict) -> None:
+        await self._request(Cmd.SRCH_COMMIT_COMPACT, p)
 
     async def get_last_seq(self) -> int:
         r = await self._request(Cmd.GET_LAST_SEQ)

@@ -765,6 +765,37 @@ async def _read_xattr_index(srv: ControlServer, req: Request) -> dict:
     return {"entries": [list(e) for e in ents]}
 
 
+@op("search_xattrs")
+async def _search_xattrs(srv: ControlServer, req: Request) -> dict:
+    """{name, next_ino, last_ino, nr} -> {inos: [...], end}: SEARCH_XATTRS (fs/srch.py),
+    candidate inodes of committed ``.srch.`` xattrs `name` from next_ino to last_ino; end
+    when no more follow.  CAP_SYS_ADMIN first, then EINVAL for a name longer than 255
+    bytes, next_ino > last_ino, or a name without the srch tag, as the ioctl."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    name = a.get("name")
+    if not isinstance(name, str):
+        raise FsError(errno.EINVAL)
+    try:
+        raw = name.encode("latin-1")
+    except UnicodeEncodeError:
+        raise FsError(errno.EINVAL) from None
+    next_ino, last_ino = _uint(a.get("next_ino", 0)), _uint(a.get("last_ino", INO_LIMIT - 1))
+    nr = _count(a.get("nr", SRCH_MAX_NR), SRCH_MAX_NR)
+    if len(raw) > 255 or next_ino > last_ino or nr == 0:  # XATTR_NAME_MAX
+        raise FsError(errno.EINVAL)
+    from fs.xattr_names import SCOUTFS_PREFIX, parse_tags
+
+    if not raw.startswith(SCOUTFS_PREFIX) or not parse_tags(raw).srch:
+        raise FsError(errno.EINVAL)
+    inos, end = await srv.mount.srch.search(raw, next_ino, last_ino, nr)
+    return {"inos": inos, "end": end}
+
+
+SRCH_MAX_NR = 1 << 20  # inodes of one search_xattrs reply (the CLI loops)
+
+
 # ---- archive ops (fs/archive.py, fs/datawait.py): upstream's RELEASE, STAGE, DATA_WAITING,
 # DATA_WAIT_ERR, SETATTR_MORE and PUNCH_OFFLINE ioctls.  Each acts on the fd the caller
 # opened and passed; how it was opened (for writing, O_APPEND...) is read from the fd's

@@ -80,6 +80,8 @@ MAGIC_SUPER = 0x103C428B
 MAGIC_BTREE = 0xE597F96D
 MAGIC_EXTENT_LIST = 0x2C1B5E37
 MAGIC_QUORUM = 0x5C0D7A1E
+MAGIC_SRCH_BLOCK = 0x8A3E51C7  # a srch file's leaf of (hash, ino, id) entries
+MAGIC_SRCH_PARENT = 0x3E51C78A  # a srch file's block of leaf refs
 
 # super flags
 SUPER_FLAG_META = 1 << 0  # this copy lives on the meta device
@@ -680,7 +682,7 @@ class Super:
     fs_root: BtreeRoot = EMPTY_ROOT  # merged items
     logs_root: BtreeRoot = EMPTY_ROOT  # log_trees records keyed (rid, nr)
     mounted_clients: BtreeRoot = EMPTY_ROOT  # mounted client records keyed by rid
-    srch_root: BtreeRoot = EMPTY_ROOT  # reserved for .srch. (later)
+    srch_root: BtreeRoot = EMPTY_ROOT  # srch log, sorted and busy files (ZONE_SRCH items)
 
 
 SUPER_FIXED = struct.Struct("<IIQ16sQQQQQ")
@@ -800,6 +802,120 @@ def pack_quorum_block(qb: QuorumBlock, fsid: int, slot: int) -> bytearray:
     return buf
 
 
+# --------------------------------------------------------------------------- srch files
+#
+# `.srch.` xattrs are found through srch files (fs/srch.py): each create and delete of one
+# logs the entry (hash64(name), ino, xattr id); a duplicate entry cancels (deleted).  A
+# file is a parent block of leaf refs, each with the first entry of its leaf, and leaves of
+# entries.  Log files (a mount's, in its log_trees record, then rotated into srch_root)
+# hold entries in log order; sorted files (made by compaction) hold each surviving entry
+# once, ascending, so a search reads only the leaves whose range can hold its hash.
+#
+# srch_root items (keys (SRCH, 0, type, a, b, 0)):
+#   LOG    (SRCH, 0, LOG, parent blkno, 0, 0)            -> srch file
+#   SORTED (SRCH, 0, SORTED, order, parent blkno, 0)     -> srch file
+#   BUSY   (SRCH, 0, BUSY, rid, 0, 0)                    -> compaction given to rid
+#
+# Entries are little-endian so a search can look for the hash's bytes with bytes.find.
+
+SRCH_LOG_TYPE = 4
+SRCH_SORTED_TYPE = 8
+SRCH_BUSY_TYPE = 12
+
+SRCH_ENTRY = struct.Struct("<QQQ")  # hash, ino, id
+SRCH_BLOCK_HDR = struct.Struct("<I4x")  # nr of entries (leaf) or refs (parent)
+SRCH_ENTRIES_OFF = HDR_SIZE + SRCH_BLOCK_HDR.size
+SRCH_BLOCK_MAX_ENTRIES = (META_BLOCK_SIZE - SRCH_ENTRIES_OFF) // SRCH_ENTRY.size  # 2729
+SRCH_PARENT_REF = struct.Struct("<QQQQQ")  # leaf blkno, seq, first entry of the leaf
+SRCH_PARENT_MAX_REFS = (META_BLOCK_SIZE - SRCH_ENTRIES_OFF) // SRCH_PARENT_REF.size  # 1637
+SRCH_ENTRY_MAX = (U64_MAX, U64_MAX, U64_MAX)
+
+SrchEntry = tuple[int, int, int]
+
+
+class SrchFile(NamedTuple):
+    """A srch file: its parent block, leaf count, entry count, smallest and largest entry
+    (an empty file has a zero ref and nothing else)."""
+
+    ref: BlockRef
+    blocks: int
+    entries: int
+    first: SrchEntry
+    last: SrchEntry
+
+
+SRCH_FILE = struct.Struct("<QQQQQQQQQQ")  # blkno, seq, blocks, entries, first, last
+EMPTY_SRCH_FILE = SrchFile(NULL_REF, 0, 0, (0, 0, 0), (0, 0, 0))
+
+
+def pack_srch_file(f: SrchFile) -> bytes:
+    return SRCH_FILE.pack(f.ref.blkno, f.ref.seq, f.blocks, f.entries, *f.first, *f.last)
+
+
+def unpack_srch_file(buf: bytes | memoryview, off: int = 0) -> SrchFile:
+    v = SRCH_FILE.unpack_from(buf, off)
+    return SrchFile(BlockRef(v[0], v[1]), v[2], v[3], tuple(v[4:7]), tuple(v[7:10]))
+
+
+def srch_log_key(blkno: int) -> Key:
+    return (ZONE_SRCH, 0, SRCH_LOG_TYPE, blkno, 0, 0)
+
+
+def srch_sorted_key(order: int, blkno: int) -> Key:
+    return (ZONE_SRCH, 0, SRCH_SORTED_TYPE, order, blkno, 0)
+
+
+def srch_busy_key(rid: int) -> Key:
+    return (ZONE_SRCH, 0, SRCH_BUSY_TYPE, rid, 0, 0)
+
+
+def pack_srch_leaf(entries: list[SrchEntry]) -> bytearray:
+    """A sealed-to-be leaf image (the caller seals it with MAGIC_SRCH_BLOCK)."""
+    if len(entries) > SRCH_BLOCK_MAX_ENTRIES:
+        raise ValueError(f"{len(entries)} srch entries do not fit a leaf")
+    buf = bytearray(META_BLOCK_SIZE)
+    SRCH_BLOCK_HDR.pack_into(buf, HDR_SIZE, len(entries))
+    off = SRCH_ENTRIES_OFF
+    pack = SRCH_ENTRY.pack_into
+    for e in entries:
+        pack(buf, off, *e)
+        off += SRCH_ENTRY.size
+    return buf
+
+
+def srch_block_nr(buf: bytes | memoryview, max_nr: int) -> int:
+    """The count of a srch block (ValueError when it cannot fit)."""
+    (nr,) = SRCH_BLOCK_HDR.unpack_from(buf, HDR_SIZE)
+    if nr > max_nr:
+        raise ValueError(f"srch block claims {nr} entries, at most {max_nr} fit")
+    return nr
+
+
+def unpack_srch_leaf(buf: bytes | memoryview) -> list[SrchEntry]:
+    nr = srch_block_nr(buf, SRCH_BLOCK_MAX_ENTRIES)
+    end = SRCH_ENTRIES_OFF + nr * SRCH_ENTRY.size
+    return list(SRCH_ENTRY.iter_unpack(buf[SRCH_ENTRIES_OFF:end]))
+
+
+def pack_srch_parent(refs: list[tuple[BlockRef, SrchEntry]]) -> bytearray:
+    if len(refs) > SRCH_PARENT_MAX_REFS:
+        raise ValueError(f"{len(refs)} srch leaves do not fit a parent")
+    buf = bytearray(META_BLOCK_SIZE)
+    SRCH_BLOCK_HDR.pack_into(buf, HDR_SIZE, len(refs))
+    off = SRCH_ENTRIES_OFF
+    for ref, first in refs:
+        SRCH_PARENT_REF.pack_into(buf, off, ref.blkno, ref.seq, *first)
+        off += SRCH_PARENT_REF.size
+    return buf
+
+
+def unpack_srch_parent(buf: bytes | memoryview) -> list[tuple[BlockRef, SrchEntry]]:
+    nr = srch_block_nr(buf, SRCH_PARENT_MAX_REFS)
+    end = SRCH_ENTRIES_OFF + nr * SRCH_PARENT_REF.size
+    return [(BlockRef(v[0], v[1]), (v[2], v[3], v[4]))
+            for v in SRCH_PARENT_REF.iter_unpack(buf[SRCH_ENTRIES_OFF:end])]
+
+
 # --------------------------------------------------------------------------- log trees
 #
 # One record per mount log tree in the server's logs_root, keyed (rid, nr).  The lent
@@ -823,6 +939,9 @@ class LogTrees:
     max_item_seq: int = 0  # largest item seq in the tree
     finalize_seq: int = 0  # seq at which it was finalized
     flags: int = 0  # LOG_TREES_FLAG_*
+    # the mount's srch log file (fs/srch.py), written with its transactions; packed last
+    # and optional on unpack, so records written before it existed still read
+    srch_file: SrchFile = field(default_factory=lambda: EMPTY_SRCH_FILE)
 
 
 def _pack_extents(exts: list[tuple[int, int]]) -> bytes:
@@ -846,6 +965,7 @@ def pack_log_trees(lt: LogTrees) -> bytes:
         + pack_root(lt.item_root)
         + _pack_extents(lt.meta_avail)
         + _pack_extents(lt.data_avail)
+        + pack_srch_file(lt.srch_file)
     )
 
 
@@ -856,8 +976,9 @@ def unpack_log_trees(buf: bytes | memoryview) -> LogTrees:
     off += ROOT.size
     meta, off = _unpack_extents(buf, off)
     data, off = _unpack_extents(buf, off)
+    sfl = unpack_srch_file(buf, off) if len(buf) >= off + SRCH_FILE.size else EMPTY_SRCH_FILE
     return LogTrees(rid, nr, root, [tuple(e) for e in meta], [tuple(e) for e in data],
-                    gs, cs, ms, fs_, fl)
+                    gs, cs, ms, fs_, fl, sfl)
 
 
 # --------------------------------------------------------------------------- mounted clients

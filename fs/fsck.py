@@ -6,7 +6,9 @@ never through a daemon.  Checks, in order:
 1. both supers: magic, crc, the META flag only on the meta copy, the same fsid; the quorum
    block of every configured slot (crc, magic, blkno, fsid);
 2. every reachable meta block (fs_root, logs_root, mounted_clients, every log tree, every
-   extent-list chain): checksum and header, and keys strictly ascending within each tree;
+   extent-list chain, every srch file): checksum and header, and keys strictly ascending
+   within each tree; srch files' counts, sizes and (sorted files) order, their srch_root
+   keys, and that a compaction's inputs are srch_root files;
    every item key has the shape of its zone and type (unused fields zero), and no item seq
    is above the super's seq (nor, in a log tree, above the tree's max_item_seq);
 3. metadata and data allocator accounting: every block of each device is exactly one of
@@ -37,6 +39,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from fs import format as fmt
+from fs import srch
 from fs.alloc import read_extent_list
 from fs.block import Device, MetaBlocks, read_quorum_block, read_super
 from fs.btree import Btree
@@ -239,6 +242,9 @@ def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
             meta_claims.append((st, n, f"lent to rid {lt.rid:016x}", "lent"))
         for st, n in lt.data_avail:
             data_claims.append((st, n, f"lent to rid {lt.rid:016x}", "lent"))
+
+    # srch files (srch_root's and each log tree's) and compactions' lent blocks
+    meta_claims += srch.fsck_claims(blocks, sb, log_records, problems)
 
     # free and pending extent lists
     for name, ref, claims, kind in (("meta_free", sb.meta_free, meta_claims, "free"),

@@ -187,7 +187,21 @@ def log_trees_to_wire(lt: fmt.LogTrees) -> dict:
         "data_avail": [list(e) for e in lt.data_avail],
         "get_trans_seq": lt.get_trans_seq, "commit_trans_seq": lt.commit_trans_seq,
         "max_item_seq": lt.max_item_seq, "finalize_seq": lt.finalize_seq, "flags": lt.flags,
+        "srch_file": srch_file_to_wire(lt.srch_file),
     }
+
+
+def srch_file_to_wire(f: fmt.SrchFile) -> list[int]:
+    return [f.ref.blkno, f.ref.seq, f.blocks, f.entries, *f.first, *f.last]
+
+
+def srch_file_from_wire(v: list[int] | None) -> fmt.SrchFile:
+    """A schema-checked srch file (fs.srch.file_from_wire checks its sense)."""
+    if v is None:
+        return fmt.EMPTY_SRCH_FILE
+    from fs.srch import file_from_wire
+
+    return file_from_wire(v)
 
 
 def log_trees_from_wire(d: dict) -> fmt.LogTrees:
@@ -197,7 +211,7 @@ def log_trees_from_wire(d: dict) -> fmt.LogTrees:
         data_avail=extents_from_wire(d["data_avail"]),
         get_trans_seq=int(d["get_trans_seq"]), commit_trans_seq=int(d["commit_trans_seq"]),
         max_item_seq=int(d["max_item_seq"]), finalize_seq=int(d.get("finalize_seq", 0)),
-        flags=int(d.get("flags", 0)),
+        flags=int(d.get("flags", 0)), srch_file=srch_file_from_wire(d.get("srch_file")),
     )
 
 
@@ -398,13 +412,16 @@ ROOT = Fixed(U64, U64, U8)  # blkno, seq, height (fmt.ROOT)
 EXTENTS = List(ExtentSchema(), MAX_LIST)
 MSG = Dict(optional={"msg": Str(64 * 1024)})  # the payload of an error response
 
+SRCH_FILE = Fixed(*([U64] * 10))  # fmt.SrchFile: parent ref, blocks, entries, first, last
+_SRCH_WORK = Dict(optional={"id": SEQ, "seq": SEQ, "sorted": Bool(),
+                            "inputs": List(SRCH_FILE, 64), "meta_avail": EXTENTS})
 _LOCK = Dict({"key": KEY, "old_mode": MODE, "new_mode": MODE}, {"write_seq": SEQ})
 _LOCK_REPLY = Dict({"key": KEY, "mode": MODE}, {"write_seq": SEQ})
 _LOCK_ENTRY = Dict({"key": KEY, "mode": MODE}, {"write_seq": SEQ})
 _LOG_TREES = Dict(
     {"rid": U64, "nr": U64, "item_root": ROOT, "meta_avail": EXTENTS, "data_avail": EXTENTS,
      "get_trans_seq": SEQ, "commit_trans_seq": SEQ, "max_item_seq": SEQ},
-    {"finalize_seq": SEQ, "flags": Int(0, 0xFFFFFFFF)})
+    {"finalize_seq": SEQ, "flags": Int(0, 0xFFFFFFFF), "srch_file": SRCH_FILE})
 
 # the payload of each request, as its receiver reads it (LOCK goes both ways)
 REQUEST_SCHEMAS: dict[int, Schema] = {
@@ -417,7 +434,7 @@ REQUEST_SCHEMAS: dict[int, Schema] = {
     Cmd.COMMIT_LOG_TREES: Dict(
         {"nr": U64, "item_root": ROOT, "meta_avail": EXTENTS, "data_avail": EXTENTS},
         {"rid": U64, "trans_seq": SEQ, "meta_freed": EXTENTS, "data_freed": EXTENTS,
-         "max_item_seq": SEQ, "inode_count_delta": I64}),
+         "max_item_seq": SEQ, "inode_count_delta": I64, "srch_file": SRCH_FILE}),
     Cmd.SYNC_LOG_TREES: Empty(),
     Cmd.GET_ROOTS: Empty(),
     Cmd.GET_LAST_SEQ: Empty(),
@@ -425,6 +442,9 @@ REQUEST_SCHEMAS: dict[int, Schema] = {
     Cmd.LOCK_RECOVER: Dict(optional={"start": Nullable(KEY), "nr": Int(0, 1 << 20)}),
     Cmd.STATFS: Empty(),
     Cmd.FAREWELL: Dict(optional={"rid": U64}),
+    Cmd.SRCH_GET_COMPACT: Empty(),
+    Cmd.SRCH_COMMIT_COMPACT: Dict({"id": SEQ, "meta_avail": EXTENTS},
+                                  {"output": SRCH_FILE, "abandon": Bool()}),
 }
 
 # the payload of each successful response, as the requester reads it
@@ -437,7 +457,8 @@ RESPONSE_SCHEMAS: dict[int, Schema] = {
     Cmd.SYNC_LOG_TREES: Empty(),
     Cmd.GET_ROOTS: Dict({"fs_root": ROOT, "logs": List(
         Dict({"rid": U64, "nr": U64, "item_root": ROOT, "max_item_seq": SEQ,
-              "flags": Int(0, 0xFFFFFFFF)}), MAX_LIST)}),
+              "flags": Int(0, 0xFFFFFFFF)}, {"srch_file": SRCH_FILE}), MAX_LIST)},
+        {"srch_root": ROOT}),
     Cmd.GET_LAST_SEQ: Dict({"last_seq": U64}),
     Cmd.LOCK: _LOCK_REPLY,
     Cmd.LOCK_RECOVER: Dict({"locks": List(_LOCK_ENTRY, 1 << 20)}),
@@ -445,6 +466,8 @@ RESPONSE_SCHEMAS: dict[int, Schema] = {
         "total_meta_blocks", "free_meta_blocks", "total_data_blocks", "free_data_blocks",
         "inode_count", "next_ino")}),
     Cmd.FAREWELL: Empty(),
+    Cmd.SRCH_GET_COMPACT: _SRCH_WORK,
+    Cmd.SRCH_COMMIT_COMPACT: Empty(),
 }
 
 

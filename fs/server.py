@@ -14,7 +14,10 @@ Owns, for the volume (spec §1.5-§1.8, §2.2-§2.3):
 * farewell (spec §2.3 rules for quorum members), fencing (fs/fence.py: nothing is
   reclaimed that was not fenced first, or that did not say farewell) and reclaim_rid;
 * coordinated finalize (SYNC_LOG_TREES to every mount) and merging finalized trees into
-  fs_root (one pass, on the server: spec §8.7 allows it).
+  fs_root (one pass, on the server: spec §8.7 allows it);
+* the btree `srch` (the super's srch_root): srch log files rotated out of log trees and the
+  compactions handed to mounts (SRCH_GET_COMPACT / SRCH_COMMIT_COMPACT), kept by
+  `fs.srch.SrchServer`.
 
 Failover model: every request is idempotent, because a client resends every request still
 unanswered when its connection drops, possibly to the next server.  COMMIT_LOG_TREES
@@ -110,6 +113,7 @@ from fs.format import (
 from fs.kmsg import KMSG, KMSG_ERR
 from fs.lock_server import LockServer
 from fs.net import Cmd, Connection
+from fs.srch import SrchServer
 from fs.triggers import Triggers
 
 log = logging.getLogger(__name__)
@@ -244,6 +248,7 @@ class Server:
         self.triggers = triggers if triggers is not None else Triggers()
         self.lock_server = LockServer(self.next_seq, self._send_invalidate, self.counters)
         self.fencing = Fencing()
+        self.srch_server = SrchServer(self)  # srch_root: rotation, compaction (fs/srch.py)
         self.sb: fmt.Super | None = None
         self.blocks: MetaBlocks | None = None
         self._conns: dict[int, Connection] = {}  # rid -> its current connection
@@ -326,6 +331,7 @@ class Server:
         self.fs_root = Btree(self.blocks, sb.fs_root)
         self.logs = Btree(self.blocks, sb.logs_root)
         self.mounted = Btree(self.blocks, sb.mounted_clients)
+        self.srch = Btree(self.blocks, sb.srch_root)
         # spec §2.1: seq = max(super.seq, largest log item seq); the open transactions'
         # seqs were committed with their records
         for lt in self._records():
@@ -364,7 +370,7 @@ class Server:
     def _begin_epoch(self) -> None:
         self._epoch += 1
         self.epoch_seq = self.next_seq()
-        for t in (self.fs_root, self.logs, self.mounted):
+        for t in (self.fs_root, self.logs, self.mounted, self.srch):
             t.begin(self.epoch_seq, self._alloc_meta, self._free_meta)
 
     def next_seq(self) -> int:
@@ -405,14 +411,19 @@ class Server:
 
     def _snapshot_roots(self) -> dict:
         """GET_ROOTS reply as of the last commit (roots on disk)."""
-        return {
+        recs = [fmt.unpack_log_trees(it.value)
+                for _k, it in Btree(self.blocks, self.logs.root).items(LOG_TREES_FIRST,
+                                                                       LOG_TREES_LAST)]
+        out = {
             "fs_root": net.root_to_wire(self.fs_root.root),
             "logs": [{"rid": lt.rid, "nr": lt.nr, "item_root": net.root_to_wire(lt.item_root),
                       "max_item_seq": lt.max_item_seq, "flags": lt.flags}
-                     for lt in (fmt.unpack_log_trees(it.value)
-                                for _k, it in Btree(self.blocks, self.logs.root).items(
-                                    LOG_TREES_FIRST, LOG_TREES_LAST))],
+                     for lt in recs],
+            "srch_root": net.root_to_wire(self.srch.root),
         }
+        for d, lt in zip(out["logs"], recs, strict=True):
+            d["srch_file"] = net.srch_file_to_wire(lt.srch_file)
+        return out
 
     # ------------------------------------------------------------------ commits
 
@@ -457,6 +468,7 @@ class Server:
         sb.fs_root = self.fs_root.flush()
         sb.logs_root = self.logs.flush()
         sb.mounted_clients = self.mounted.flush()
+        sb.srch_root = self.srch.flush()
         self._write_lists(seq)
         sb.meta_free, sb.data_free = self._lists.refs["meta_free"], self._lists.refs["data_free"]
         sb.meta_pending = self._lists.refs["meta_pending"]
@@ -745,6 +757,8 @@ class Server:
             Cmd.GET_LAST_SEQ: self._get_last_seq,
             Cmd.STATFS: self._statfs,
             Cmd.FAREWELL: self._farewell,
+            Cmd.SRCH_GET_COMPACT: self.srch_server.get_compact,
+            Cmd.SRCH_COMMIT_COMPACT: self.srch_server.commit_compact,
         }
         for cmd, fn in handlers.items():
             conn.register(cmd, self._greeted(conn, fn))
@@ -1012,6 +1026,7 @@ class Server:
                 if any(st.intersect(s, n) for st in sets):
                     raise FsError(errno.EINVAL, f"{what} freed ({s}, {n}) is already free")
         new_root = net.root_from_wire(p["item_root"])
+        srch_file = net.srch_file_from_wire(p.get("srch_file"))
         record = dataclasses.replace(lt, item_root=new_root, meta_avail=meta_avail,
                                      data_avail=data_avail)
         if len(fmt.pack_log_trees(record)) > fmt.MAX_VAL_SIZE:
@@ -1026,6 +1041,8 @@ class Server:
         lt.meta_avail, lt.data_avail = meta_avail, data_avail
         lt.max_item_seq = max(lt.max_item_seq, int(p.get("max_item_seq", 0)))
         lt.commit_trans_seq = lt.get_trans_seq
+        lt.srch_file = srch_file
+        self.srch_server.rotate_log(lt, force=False)
         self.sb.inode_count = min(U64_MAX, max(
             0, self.sb.inode_count + int(p.get("inode_count_delta", 0))))
         self._put_record(lt)
@@ -1040,6 +1057,7 @@ class Server:
         for e in lt.data_avail:
             self.data_free.add(*e)
         lt.meta_avail, lt.data_avail = [], []
+        self.srch_server.rotate_log(lt, force=True)  # its srch log goes to srch_root
         lt.flags |= LOG_TREES_FLAG_FINALIZED
         lt.finalize_seq = self.next_seq()
 
@@ -1146,6 +1164,7 @@ class Server:
         Idempotent.  Returns whether a tree now waits for merging.  Only for a rid that
         said farewell or was fenced."""
         self.lock_server.remove_rid(rid)
+        self.srch_server.cancel_rid(rid)
         merge = False
         for lt in self._records(rid):
             if lt.flags & LOG_TREES_FLAG_FINALIZED:

@@ -191,6 +191,11 @@ class Mount:
         self.fs = Filesystem(self.mctx)
         self.nursery.start_soon(self.trans.run)
         self.nursery.start_soon(self.fs.run)
+        from fs.srch import Srch
+
+        self.srch = Srch(self.client, self.meta_blocks, self.meta_dev, self.counters,
+                         self.triggers)  # search and compaction of .srch. files
+        self.nursery.start_soon(self.srch.run)
         log.info("mounted fsid %016x rid %016x", self.fsid, self.rid, extra=KMSG)
 
     # ------------------------------------------------------------------ quorum and server
@@ -384,6 +389,8 @@ class Mount:
         if self.closed:
             return
         self.closed = True
+        if getattr(self, "srch", None) is not None:
+            self.srch.closed = True  # no new compaction
         try:
             if self.forced:
                 log.warning("forcing unmount, can return errors and lose unwritten data",

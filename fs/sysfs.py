@@ -199,6 +199,10 @@ def _sys_tree(mount: Any) -> Dir:
             out["counters"] = Dir(lambda: _counters(counters))
         if isinstance(getattr(mount, "options", None), dict):
             out["mount_options"] = Dir(lambda: _mount_options(mount))
+        srch = getattr(mount, "srch", None)
+        if srch is not None:  # fs/srch.py
+            out["srch"] = Dir(lambda: {"compact_delay_ms": File(
+                lambda: f"{srch.compact_delay_ms}\n", srch.set_compact_delay_ms)})
         quorum = getattr(mount, "quorum", None)
         if quorum is not None:
             out["quorum"] = Dir(lambda: _quorum(quorum))

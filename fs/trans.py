@@ -5,7 +5,8 @@ holds it and keeps new holders out until it is done.  Commit order (spec §1.8):
 
 1. data writes reach the data device (flush),
 2. the dirty items go into new blocks of this mount's log tree (copy-on-write into lent
-   space) and those blocks reach the meta device,
+   space), the transaction's `.srch.` entries are appended to its srch log file
+   (fs/srch.py), and those blocks reach the meta device,
 3. COMMIT_LOG_TREES: the server records the new root and writes the super before replying,
 4. the cache is marked clean,
 5. GET_LOG_TREES opens the next transaction with a new seq and refilled allocators.
@@ -43,6 +44,7 @@ from fs.alloc import DataAlloc, MetaAlloc
 from fs.btree import Btree
 from fs.errors import FsError
 from fs.kmsg import KMSG
+from fs.srch import SrchLog
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ class Trans:
         self._commit_lock = trio.Lock()
         self._refill_tried_seq = -1
         self._data_written = False
+        self.srch_log = SrchLog(counters)  # .srch. entries of the open transaction
         self.closed = False
         self.abandoned = False
 
@@ -133,7 +136,7 @@ class Trans:
     # ------------------------------------------------------------- committing
 
     def _dirty(self) -> bool:
-        return bool(self.items.nr_dirty or self.meta_alloc.freed.total
+        return bool(self.items.nr_dirty or self.srch_log.pending or self.meta_alloc.freed.total
                     or self.data_alloc.freed.total or self._data_written)
 
     async def sync(self) -> None:
@@ -190,8 +193,13 @@ class Trans:
                 max_seq = max(max_seq, item.seq)
             root = tree.flush()
             lt.max_item_seq = max_seq
+        # the srch entries of the transaction go into its log file, in the same commit
+        srch_file = self.srch_log.write(self.meta_blocks, lt.srch_file, self.seq,
+                                        self.meta_alloc)
+        if dirty or srch_file != lt.srch_file:
             await trio.to_thread.run_sync(self.meta_dev.flush)
             self._check_abandoned()
+        lt.srch_file = srch_file
         lt.item_root = root
         lt.meta_avail = self.meta_alloc.avail.extents()
         lt.data_avail = self.data_alloc.avail.extents()

@@ -19,8 +19,10 @@ the transaction that sets or removes the xattr, and deleted with the inode's xat
 after the seq index lock, before the hold; the inode's WRITE lock is the items' primary
 lock); `read_index` reads under a READ lock of the zone, so every mount's writers commit
 first and all mounts read the same committed items.  `.hide.` names are left out of
-listxattr and listed by `list_hidden` (LISTXATTR_HIDDEN).  The ``.totl.`` and ``.srch.``
-tags are parsed and checked, but their totals and search logs are not kept yet.
+listxattr and listed by `list_hidden` (LISTXATTR_HIDDEN).  The create and the delete of a
+``.srch.`` xattr (set of a new one, remove, and deletion with its inode; a replace keeps its
+id and logs nothing) log its entry in the transaction's srch log (`fs.srch.log_entry`).
+The ``.totl.`` tag is parsed and checked, but totals are not kept yet.
 
 Every set and remove changes ctime and, through `store_inode`, meta_seq.  Changes run under
 the inode's exclusive `fs.data.inode_rwsem` (the VFS takes i_rwsem for setxattr).
@@ -39,7 +41,7 @@ from __future__ import annotations
 import errno
 from contextlib import asynccontextmanager
 
-from fs import acl
+from fs import acl, srch
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs.data import inode_rwsem
@@ -378,6 +380,8 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
                 else:
                     xid = found.xid
                     write_parts(mctx, ino, name, value, found.xid, found.nparts, lock)
+            if tags.srch and (value is None or found is None):
+                srch.log_entry(mctx, name, ino, xid)  # a create or a delete, not a replace
             if xlock is not None:
                 major, minor = parse_indx_name(name)
                 ikey = fmt.xattr_indx_key(major, minor, ino, xid)
@@ -449,16 +453,32 @@ async def delete_all(mctx, ino: int, lock, xlock=None) -> None:
     start, end = _ino_range(ino)
     keys = []
     ikeys = []
+    srch_names: list[tuple[bytes, int]] = []
     async for k, v in mctx.items.items(start, end, lock):
         keys.append(k)
         if k[5] == 0:
             nlen = v[0]
-            ikey = indx_name_key(bytes(v[HDR.size:HDR.size + nlen]), ino, k[4])
+            name = bytes(v[HDR.size:HDR.size + nlen])
+            ikey = indx_name_key(name, ino, k[4])
             if ikey is not None:
                 ikeys.append(ikey)
+            if _is_srch(name):
+                srch_names.append((name, k[4]))
     if ikeys and xlock is None:
         raise AssertionError(f"inode {ino} has .indx. xattrs and no indx lock is held")
     for k in keys:
         mctx.items.delete(k, lock)
     for k in ikeys:
         mctx.items.delete(k, xlock, primary=lock)
+    for name, xid in srch_names:
+        srch.log_entry(mctx, name, ino, xid)
+
+
+def _is_srch(name: bytes) -> bool:
+    """A stored name with the ``.srch.`` tag (stored names were checked when set)."""
+    if not name.startswith(SCOUTFS_PREFIX):
+        return False
+    try:
+        return parse_tags(name).srch
+    except FsError:
+        return False

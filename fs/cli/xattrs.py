@@ -1,6 +1,6 @@
-"""`scoutfs list-hidden-xattrs` and `read-xattr-index`: the tagged xattr commands (upstream's
-listxattr_hidden.c and read_xattr_index.c), over the LISTXATTR_HIDDEN and READ_XATTR_INDEX
-control ops (spec cli-and-harness §4.2, semantics §5.10 and §6.1).
+"""`scoutfs list-hidden-xattrs`, `read-xattr-index` and `search-xattrs`: the tagged xattr
+commands (upstream's listxattr_hidden.c, read_xattr_index.c and search_xattrs.c), over the
+LISTXATTR_HIDDEN, READ_XATTR_INDEX and SEARCH_XATTRS control ops (spec cli-and-harness §4.2, semantics §5.10 and §6.1).
 
 Each op returns a batch; the command loops from where the last batch ended, as upstream's
 does around its ioctl.
@@ -208,3 +208,51 @@ register(Command("list-hidden-xattrs", "FILE", "Print the names of hidden xattrs
 register(Command("read-xattr-index", "FIRST-ENTRY LAST-ENTRY",
                  "Print entries in the .indx. xattr index", GROUP_SEARCH, [_PATH],
                  run_read_xattr_index))
+
+
+# --------------------------------------------------------------------------- search-xattrs
+
+SRCH_BATCH = 1 << 20  # inodes asked per search_xattrs request
+
+
+def run_search_xattrs(cmd: str, events) -> int:
+    """Upstream's search_xattrs.c: every candidate inode of a ``.srch.`` xattr name, one
+    per line, ascending, paging with next_ino until the daemon says the end."""
+    path = None
+    name = None
+    for k, v in events:
+        if k == "path":
+            path = v
+        elif k == POSITIONAL:
+            if name is not None:
+                raise UsageError("more than one name argument given")
+            name = v
+    if name is None:
+        raise UsageError("must provide xattr containing .srch. scoutfs tag")
+    fd = open_path(path or ".", os.O_RDONLY)
+    try:
+        next_ino = 0
+        while True:
+            try:
+                r = daemon_call(fd, {"op": "search_xattrs",
+                                     "name": os.fsencode(name).decode("latin-1"),
+                                     "next_ino": next_ino, "last_ino": U64_MAX,
+                                     "nr": SRCH_BATCH})
+            except ControlError as e:
+                err(f"search_xattrs ioctl failed: {errno_str(e.errno)}")
+                return -e.errno
+            inos = r.get("inos") or []
+            _out(b"".join(b"%d\n" % i for i in inos))
+            if not inos or r.get("end"):
+                break
+            next_ino = (inos[-1] + 1) & U64_MAX
+            if next_ino == 0:
+                break
+    finally:
+        os.close(fd)
+    return 0
+
+
+register(Command("search-xattrs", "XATTR-NAME",
+                 "Print inode numbers of inodes which may have given xattr", GROUP_SEARCH,
+                 [_PATH], run_search_xattrs))

@@ -133,6 +133,9 @@ class FakeTrans:
         self.commits = 0
         self.data_written = False
         self.data_alloc = FakeDataAlloc(fmt.DATA_DEV_START_BLKNO, data_blocks)
+        from fs.srch import SrchLog
+
+        self.srch_log = SrchLog()  # .srch. entries logged (what a commit would write)
 
     @asynccontextmanager
     async def hold(self, data_blocks: int = 0):
