@@ -41,6 +41,9 @@ class MountContext:
     # the server's last stable seq (GET_LAST_SEQ, spec §5.6); None: the open transaction's
     # seq - 1 (a lone mount without a server, as in unit tests)
     last_seq: Callable[[], Awaitable[int]] | None = None
+    forest: Any = None  # fs.forest.Forest: lock-free stable-root reads (`.totl.` totals)
+    totl: Any = None  # fs.totl.WeakCache, made on first use
+    quota: Any = None  # fs.quota.CheckCache, made on first use
 
 
 class InterruptToken:

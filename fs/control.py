@@ -723,6 +723,27 @@ async def _read_xattr_index(srv: ControlServer, req: Request) -> dict:
     return {"entries": [list(e) for e in ents]}
 
 
+# ---- .totl. totals (fs/totl.py): READ_XATTR_TOTALS (spec §5.10, §6.1)
+
+TOTALS_MAX_NR = 8192  # totals one read_xattr_totals reply carries at most (the CLI loops)
+
+
+@op("read_xattr_totals")
+async def _read_xattr_totals(srv: ControlServer, req: Request) -> dict:
+    """{pos: [a, b, c], nr} -> {totals: [[a, b, c, total, count], ...]}: up to nr committed
+    non-zero totals from name pos on, ascending (CAP_SYS_ADMIN, as the ioctl)."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    pos = a.get("pos", [0, 0, 0])
+    if not isinstance(pos, list) or len(pos) != 3:
+        raise FsError(errno.EINVAL)
+    start = (_uint(pos[0]), _uint(pos[1]), _uint(pos[2]))
+    nr = _count(a.get("nr", TOTALS_MAX_NR), TOTALS_MAX_NR)
+    got = await srv.mount.fs.read_xattr_totals(start, nr)
+    return {"totals": [[*abc, t, c] for abc, (t, c) in got]}
+
+
 # ---- archive ops (fs/archive.py, fs/datawait.py): upstream's RELEASE, STAGE, DATA_WAITING,
 # DATA_WAIT_ERR, SETATTR_MORE and PUNCH_OFFLINE ioctls.  Each acts on the fd the caller
 # opened and passed; how it was opened (for writing, O_APPEND...) is read from the fd's

@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-from fs import acl
+from fs import acl, totl
 from fs import dir as fsdir
 from fs import format as fmt
 from fs import inode as fsinode
@@ -906,6 +906,17 @@ class Filesystem:
         async with self.mctx.locks.zone(xattr.INDX_ZONE_KEY, LOCK_READ) as lock:
             return await xattr.read_index(self.mctx, first, last, limit, lock)
 
+    async def read_xattr_totals(self, start: tuple[int, int, int], limit: int
+                                ) -> list[tuple[tuple[int, int, int], tuple[int, int]]]:
+        """READ_XATTR_TOTALS: up to `limit` committed non-zero ((a, b, c), (total, count))
+        from name `start` on, ascending, through the 5 s weak cache (fs/totl.py)."""
+        import bisect
+
+        totals = await totl.read_totals(self.mctx)
+        names = sorted(totals)
+        i = bisect.bisect_left(names, start)
+        return [(n, totals[n]) for n in names[i:i + max(0, limit)]]
+
     # ------------------------------------------------------------------ deletion
 
     async def forget(self, ino: int) -> None:
@@ -949,6 +960,7 @@ class Filesystem:
         data, xattr = self._data(), self._xattr()
         async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
                 index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
+                totl.totl_lock(mctx) as tlock, \
                 xattr.indx_lock(mctx) as xlock, mctx.trans.hold():
             lock = locks[ino]
             inode = await try_load_inode(mctx, ino, lock)
@@ -957,7 +969,7 @@ class Filesystem:
                 return False
             if fsinode.is_reg(inode):
                 await data.free_extents(mctx, inode, lock)
-            await xattr.delete_all(mctx, ino, lock, xlock)
+            await xattr.delete_all(mctx, ino, lock, xlock, tlock)
             # ---- synchronous from here
             if fsinode.is_lnk(inode):
                 fsdir.delete_symlink(mctx, ino, inode.size, lock)
