@@ -45,7 +45,7 @@ from typing import Any
 
 import trio
 
-from fs import acl, totl
+from fs import acl, quota, totl
 from fs import dir as fsdir
 from fs import format as fmt
 from fs import inode as fsinode
@@ -282,6 +282,18 @@ class Filesystem:
             # the entry was removed and its inode deleted since we read it: look again
             missing = d
 
+    async def _check_quota(self, parent: int, ctx: Ctx) -> None:
+        """EDQUOT when an inode rule forbids the caller a new inode in parent (fs/quota.py;
+        before any lock or hold: the rules' refresh takes the quota zone's lock)."""
+        mctx = self.mctx
+        await quota.prepare(mctx)
+        if not quota.has_rules(mctx, quota.OP_INODE):
+            return
+        async with mctx.locks.inodes([parent], LOCK_READ) as locks:
+            pdir = await self._load_dir(parent, locks[parent])
+        gid = pdir.gid if pdir.mode & stat.S_ISGID else ctx.gid
+        await quota.check_inode(mctx, pdir, ctx.uid, gid)
+
     async def _create(self, parent: int, name: bytes | None, mode: int, rdev: int, ctx: Ctx,
                       target: bytes | None = None) -> Attr:
         """A new inode named name in parent; name None makes an O_TMPFILE inode: no entry,
@@ -292,6 +304,7 @@ class Filesystem:
             fsdir.check_name(name)
         if target is not None:
             fsdir.check_symlink_target(target)
+        await self._check_quota(parent, ctx)
         ino = await mctx.alloc_ino()  # may await the server: before any lock or hold
         async with AsyncExitStack() as stack:
             locks = await stack.enter_async_context(

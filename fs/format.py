@@ -885,6 +885,28 @@ def unpack_totl(buf: bytes | memoryview) -> tuple[int, int]:
     return TOTL_VAL.unpack_from(buf, 0)
 
 
+# A quota rule item (QUOTA, hash64(value), QUOTA_RULE_TYPE, collision nr, 0, 0) -> rule:
+# name values[3], limit, prio, op, rule flags, name sources[3], name flags[3] (fs/quota.py)
+QUOTA_RULE = struct.Struct("<QQQQBBB3B3B")
+
+
+def quota_rule_key(rule_hash: int, nr: int) -> Key:
+    return (ZONE_QUOTA, rule_hash, QUOTA_RULE_TYPE, nr, 0, 0)
+
+
+def pack_quota_rule(prio: int, names, op: int, limit: int, flags: int) -> bytes:
+    return QUOTA_RULE.pack(names[0][0], names[1][0], names[2][0], limit, prio, op, flags,
+                           *(n[1] for n in names), *(n[2] for n in names))
+
+
+def unpack_quota_rule(buf: bytes | memoryview):
+    """(prio, ((value, source, flags) x3), op, limit, flags); ValueError if malformed."""
+    if len(buf) != QUOTA_RULE.size:
+        raise ValueError(f"quota rule of {len(buf)} bytes, not {QUOTA_RULE.size}")
+    v0, v1, v2, limit, prio, op, flags, s0, s1, s2, f0, f1, f2 = QUOTA_RULE.unpack(buf)
+    return prio, ((v0, s0, f0), (v1, s1, f1), (v2, s2, f2)), op, limit, flags
+
+
 # The merge status item in logs_root (LOG_MERGE, 0, LOG_MERGE_STATUS_TYPE, 0, 0, 0): while a
 # merge of finalized trees is partly committed, which trees it merges and the last key whose
 # items are already in fs_root.  Value: key (27) + u32 nr + nr * (rid, nr) u64 pairs.
