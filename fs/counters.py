@@ -106,6 +106,7 @@ OTHER_NAMES = (
     "quorum_term_demoted",
     "quorum_term_follower",
     "quorum_vote",
+    "quota_check_edquot",
     "server_commit_hold",
     "server_commit_resend",
     "server_fence_request",
