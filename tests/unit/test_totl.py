@@ -282,3 +282,48 @@ def test_weak_cache_expires_and_drops():
     c.put({})
     c.drop()
     assert c.get() is None
+
+
+# --------------------------------------------------------------------------- xattr changes
+
+
+def test_xattr_changes_write_deltas_in_their_transaction():
+    """set, replace, remove and file deletion each add their delta (fakes keep them summed,
+    as the forest reads them); refused changes add nothing."""
+    from fs import inode as inode_mod
+    from fs import xattr
+    from fs.errors import FsError
+    from fs.testing.fakes import make_context
+
+    ino = 1025
+    root = inode_mod.Ctx(uid=0, gid=0, pid=1)
+
+    def totals(mctx):
+        return {(k[1], k[3], k[4]): fmt.unpack_totl(v) for k, v in mctx.items.data.items()
+                if k[0] == fmt.ZONE_XATTR_TOTL}
+
+    async def main():
+        mctx = make_context(2)
+        async with mctx.locks.inodes([ino], 2) as locks, \
+                inode_mod.index_lock(mctx) as il, mctx.trans.hold():
+            inode = inode_mod.new_inode(mctx, ino, 0o100644, 0, 0, (5, 0))
+            inode_mod.store_inode(mctx, inode, locks[ino], il)
+        await xattr.setxattr(mctx, ino, b"scoutfs.totl.a.1.2.3", b"10", 0, root)
+        await xattr.setxattr(mctx, ino, b"scoutfs.hide.totl.b.1.2.3", b"0x20", 0, root)
+        await xattr.setxattr(mctx, ino, b"scoutfs.totl.c.4.5.6", b"7", 0, root)
+        assert totals(mctx) == {(1, 2, 3): (42, 2), (4, 5, 6): (7, 1)}
+        await xattr.setxattr(mctx, ino, b"scoutfs.totl.a.1.2.3", b"1", xattr.XATTR_REPLACE,
+                             root)
+        assert totals(mctx)[(1, 2, 3)] == (33, 2)
+        for value, flags in ((b"+1", 0), (b"5", xattr.XATTR_CREATE)):
+            with pytest.raises(FsError):
+                await xattr.setxattr(mctx, ino, b"scoutfs.totl.a.1.2.3", value, flags, root)
+        assert totals(mctx)[(1, 2, 3)] == (33, 2)
+        await xattr.removexattr(mctx, ino, b"scoutfs.totl.c.4.5.6", root)
+        assert totals(mctx) == {(1, 2, 3): (33, 2)}
+        async with mctx.locks.inodes([ino], 2) as locks, totl.totl_lock(mctx) as tl, \
+                xattr.indx_lock(mctx) as xl, mctx.trans.hold():
+            await xattr.delete_all(mctx, ino, locks[ino], xl, tl)
+        assert totals(mctx) == {}
+
+    trio.run(main)
