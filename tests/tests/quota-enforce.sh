@@ -13,13 +13,14 @@ t_require_mounts 2
 NONROOT="setpriv --reuid=22222 --regid=44444 --clear-groups"
 D1=$(t_mount_dir 1)
 
-# commit the totals and forget every mount's cached totals and checks
+# commit the totals and forget the cached totals and checks of the two
+# mounts the test uses
 settle()
 {
 	local m
 
 	sync
-	for m in $(t_fs_nrs); do
+	for m in 0 1; do
 		echo 1 > "$(t_debugfs_path "$m")/drop_weak_item_cache"
 		echo 1 > "$(t_debugfs_path "$m")/drop_quota_check_cache"
 	done
