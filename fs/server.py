@@ -1346,6 +1346,8 @@ class Server:
                 self.logs.delete(status_key)  # in the commit that drops the trees
             await self.commit()
             self.counters.inc("log_merge_complete")
+            if resume_after is not None:
+                self._merge_wake.set()  # trees finalized besides the resumed ones
             log.debug("merged %d items from %d log trees", n, len(fin))
             return True
 
