@@ -6,7 +6,7 @@ the item helpers of `fs.inode` and `fs.dir`); file contents and xattrs are deleg
 
 Locking (docs/design.md): rename lock → inode group locks (one `locks.inodes` call, which
 takes the groups in ascending order) → WRITE_ONLY zone locks in ascending zone order
-(inode index, then orphan) → transaction hold.  Operations that must find an inode by name
+(inode index, orphan, xattr totals, xattr index) → transaction hold.  Operations that must find an inode by name
 before they know which groups to lock do it in two phases: a READ-locked lookup, then all
 the groups WRITE-locked together and the lookup repeated; if the name now refers to
 another inode the operation starts over.  We never take a lock while holding another
@@ -22,6 +22,10 @@ entries; a new inode inherits its parent's default ACL (directories as their def
 too) with the requested mode limited by it and no umask, and without a default ACL gets the
 mode less ``ctx.umask`` (the kernel leaves the umask to us, see `fs.vfs`).  Symlinks get
 neither.  Setting and removing ACLs is `fs.xattr`'s.
+
+Quotas (`fs.quota`): creates check the caller's inode quota before they take any lock
+(`_check_quota`: the rules' refresh takes the quota zone's READ lock, the parent's proj is
+read under its own READ lock, released first).
 
 Deletion: when an operation takes an inode's link count to zero it writes its orphan item
 in the same transaction and remembers the inode; `forget` (the kernel's last reference is
