@@ -28,6 +28,10 @@ orders writes, truncates and xattr changes of one inode on this mount (exclusive
 reads (shared).  It is taken before any cluster lock.  Cluster locks and the transaction
 hold come after it, in the order of docs/design.md.
 
+Quotas (`fs.quota`): `write` and `fallocate` refresh the cached quota rules before any lock;
+an allocation checks its data quota (EDQUOT) under the inode's locks but before its
+transaction hold, and rewriting allocated blocks allocates nothing and checks nothing.
+
 Atomicity: each operation reads the extents and the inode it needs (awaits), does its
 device I/O (awaits: large transfers run in a worker thread), then applies every item change
 and the inode store with synchronous calls, so no other task sees a half-made change.
