@@ -344,7 +344,9 @@ class Client:
         r = await self._request(Cmd.GET_ROOTS)
         logs = [{"rid": int(lt["rid"]), "nr": int(lt["nr"]),
                  "item_root": net.root_from_wire(lt["item_root"]),
-                 "max_item_seq": int(lt["max_item_seq"]), "flags": int(lt["flags"])}
+                 "max_item_seq": int(lt["max_item_seq"]), "flags": int(lt["flags"]),
+                 "merged": (net.key_from_wire(lt["merged"]) if lt.get("merged") is not None
+                            else None)}
                 for lt in r["logs"]]
         return net.root_from_wire(r["fs_root"]), logs
 

@@ -42,6 +42,9 @@ class MountContext:
     # seq - 1 (a lone mount without a server, as in unit tests)
     last_seq: Callable[[], Awaitable[int]] | None = None
     triggers: Any = None  # fs.triggers.Triggers of the mount (None in unit tests)
+    forest: Any = None  # fs.forest.Forest: lock-free stable-root reads (`.totl.` totals)
+    totl: Any = None  # fs.totl.WeakCache, made on first use
+    quota: Any = None  # fs.quota.CheckCache, made on first use
 
 
 class InterruptToken:

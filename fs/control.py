@@ -796,6 +796,77 @@ async def _search_xattrs(srv: ControlServer, req: Request) -> dict:
 SRCH_MAX_NR = 1 << 20  # inodes of one search_xattrs reply (the CLI loops)
 
 
+# ---- .totl. totals (fs/totl.py): READ_XATTR_TOTALS (spec §5.10, §6.1)
+
+TOTALS_MAX_NR = 8192  # totals one read_xattr_totals reply carries at most (the CLI loops)
+
+
+@op("read_xattr_totals")
+async def _read_xattr_totals(srv: ControlServer, req: Request) -> dict:
+    """{pos: [a, b, c], nr} -> {totals: [[a, b, c, total, count], ...]}: up to nr committed
+    non-zero totals from name pos on, ascending (CAP_SYS_ADMIN, as the ioctl)."""
+    _need_admin(req)
+    req.check_mount_fd()
+    a = req.args
+    pos = a.get("pos", [0, 0, 0])
+    if not isinstance(pos, list) or len(pos) != 3:
+        raise FsError(errno.EINVAL)
+    start = (_uint(pos[0]), _uint(pos[1]), _uint(pos[2]))
+    nr = _count(a.get("nr", TOTALS_MAX_NR), TOTALS_MAX_NR)
+    got = await srv.mount.fs.read_xattr_totals(start, nr)
+    return {"totals": [[*abc, t, c] for abc, (t, c) in got]}
+
+
+# ---- quota rules (fs/quota.py): GET/ADD/DEL_QUOTA_RULE (spec §5.11, §6.1)
+
+
+def _quota_rule(v: Any):
+    """{prio, names: [[value, source, flags] x3], op, limit, flags} -> fs.quota.Rule;
+    EINVAL for anything malformed or out of range."""
+    from fs.quota import Rule
+
+    if not isinstance(v, dict) or set(v) != {"prio", "names", "op", "limit", "flags"}:
+        raise FsError(errno.EINVAL)
+    names = v["names"]
+    if not isinstance(names, list) or len(names) != 3 or \
+            not all(isinstance(n, list) and len(n) == 3 for n in names):
+        raise FsError(errno.EINVAL)
+    return Rule(_uint(v["prio"], 256), tuple((_uint(n[0]), _uint(n[1], 256),
+                                              _uint(n[2], 256)) for n in names),
+                _uint(v["op"], 256), _uint(v["limit"]), _uint(v["flags"], 256)).check()
+
+
+def _quota_rule_wire(r) -> dict:
+    return {"prio": r.prio, "names": [list(n) for n in r.names], "op": r.op,
+            "limit": r.limit, "flags": r.flags}
+
+
+@op("quota_mod")
+async def _quota_mod(srv: ControlServer, req: Request) -> dict:
+    """{rule, add: bool}: ADD_QUOTA_RULE (EEXIST for an identical rule) or
+    DEL_QUOTA_RULE (ENOENT); CAP_SYS_ADMIN."""
+    from fs import quota
+
+    _need_admin(req)
+    req.check_mount_fd()
+    rule = _quota_rule(req.args.get("rule"))
+    add = req.args.get("add")
+    if type(add) is not bool:
+        raise FsError(errno.EINVAL)
+    fn = quota.add_rule if add else quota.del_rule
+    await fn(srv.mount.fs.mctx, rule)
+    return {}
+
+
+@op("quota_list")
+async def _quota_list(srv: ControlServer, req: Request) -> dict:
+    """{} -> {rules: [...]}: every quota rule, in storage order (GET_QUOTA_RULES)."""
+    from fs import quota
+
+    req.check_mount_fd()
+    return {"rules": [_quota_rule_wire(r) for r in await quota.list_rules(srv.mount.fs.mctx)]}
+
+
 # ---- archive ops (fs/archive.py, fs/datawait.py): upstream's RELEASE, STAGE, DATA_WAITING,
 # DATA_WAIT_ERR, SETATTR_MORE and PUNCH_OFFLINE ioctls.  Each acts on the fd the caller
 # opened and passed; how it was opened (for writing, O_APPEND...) is read from the fd's

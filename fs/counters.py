@@ -106,6 +106,7 @@ OTHER_NAMES = (
     "quorum_term_demoted",
     "quorum_term_follower",
     "quorum_vote",
+    "quota_check_edquot",
     "server_commit_hold",
     "srch_add_entry",
     "srch_compact_complete",

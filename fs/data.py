@@ -28,6 +28,10 @@ orders writes, truncates and xattr changes of one inode on this mount (exclusive
 reads (shared).  It is taken before any cluster lock.  Cluster locks and the transaction
 hold come after it, in the order of docs/design.md.
 
+Quotas (`fs.quota`): `write` and `fallocate` refresh the cached quota rules before any lock;
+an allocation checks its data quota (EDQUOT) under the inode's locks but before its
+transaction hold, and rewriting allocated blocks allocates nothing and checks nothing.
+
 Atomicity: each operation reads the extents and the inode it needs (awaits), does its
 device I/O (awaits: large transfers run in a worker thread), then applies every item change
 and the inode store with synchronous calls, so no other task sees a half-made change.
@@ -43,7 +47,7 @@ from typing import NamedTuple
 
 import trio
 
-from fs import datawait
+from fs import datawait, quota
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs.errors import FsError
@@ -502,6 +506,7 @@ async def _write_segs(mctx, segs: list[_Seg], mv: memoryview, offset: int, end: 
 
 async def write(mctx, ino: int, offset: int, data, ctx, append: bool = False) -> int:
     """`_write_once`, retried after waiting for offline data (fs.datawait)."""
+    await quota.prepare(mctx)  # (no lock held: it may take the quota zone's)
     return await datawait.retry(mctx, _write_once, ino, offset, data, ctx, append=append)
 
 async def _write_once(mctx, ino: int, offset: int, data, ctx, append: bool = False) -> int:
@@ -542,6 +547,8 @@ async def _write_once(mctx, ino: int, offset: int, data, ctx, append: bool = Fal
                     wait_for_online(mctx, ino, off_b, OP_WRITE)
             window = await load_extents(mctx, ino, max(first - 1, 0), last + 1, lock)
             plan, nalloc = _plan(window, first, last)
+            if nalloc and quota.has_rules(mctx, quota.OP_DATA):
+                await quota.check_data(mctx, inode)  # EDQUOT (before the hold)
             async with mctx.trans.hold(data_blocks=nalloc):
                 allocated: list[tuple[int, int]] = []
                 try:
@@ -722,6 +729,7 @@ async def _hold_for_alloc(mctx, stack: AsyncExitStack, nblocks: int) -> None:
 
 async def fallocate(mctx, ino: int, mode: int, offset: int, length: int, ctx) -> None:
     """`_fallocate_once`, retried after waiting for offline data (fs.datawait)."""
+    await quota.prepare(mctx)  # (no lock held: it may take the quota zone's)
     return await datawait.retry(mctx, _fallocate_once, ino, mode, offset, length, ctx)
 
 async def _fallocate_once(mctx, ino: int, mode: int, offset: int, length: int, ctx) -> None:
@@ -770,6 +778,8 @@ async def _fallocate_once(mctx, ino: int, mode: int, offset: int, length: int, c
                     b = cl + 1
                     continue  # nothing to do here; the last batch always stores the inode
                 nholes = sum(n for _, n in holes)
+                if nholes and quota.has_rules(mctx, quota.OP_DATA):
+                    await quota.check_data(mctx, inode)  # EDQUOT (before the hold)
                 async with AsyncExitStack() as stack:
                     if nholes:
                         await _hold_for_alloc(mctx, stack, nholes)

@@ -6,7 +6,7 @@ the item helpers of `fs.inode` and `fs.dir`); file contents and xattrs are deleg
 
 Locking (docs/design.md): rename lock → inode group locks (one `locks.inodes` call, which
 takes the groups in ascending order) → WRITE_ONLY zone locks in ascending zone order
-(inode index, then orphan) → transaction hold.  Operations that must find an inode by name
+(inode index, orphan, xattr totals, xattr index) → transaction hold.  Operations that must find an inode by name
 before they know which groups to lock do it in two phases: a READ-locked lookup, then all
 the groups WRITE-locked together and the lookup repeated; if the name now refers to
 another inode the operation starts over.  We never take a lock while holding another
@@ -22,6 +22,10 @@ entries; a new inode inherits its parent's default ACL (directories as their def
 too) with the requested mode limited by it and no umask, and without a default ACL gets the
 mode less ``ctx.umask`` (the kernel leaves the umask to us, see `fs.vfs`).  Symlinks get
 neither.  Setting and removing ACLs is `fs.xattr`'s.
+
+Quotas (`fs.quota`): creates check the caller's inode quota before they take any lock
+(`_check_quota`: the rules' refresh takes the quota zone's READ lock, the parent's proj is
+read under its own READ lock, released first).
 
 Deletion: when an operation takes an inode's link count to zero it writes its orphan item
 in the same transaction and remembers the inode; `forget` (the kernel's last reference is
@@ -45,7 +49,7 @@ from typing import Any
 
 import trio
 
-from fs import acl
+from fs import acl, quota, totl
 from fs import dir as fsdir
 from fs import format as fmt
 from fs import inode as fsinode
@@ -283,6 +287,18 @@ class Filesystem:
             # the entry was removed and its inode deleted since we read it: look again
             missing = d
 
+    async def _check_quota(self, parent: int, ctx: Ctx) -> None:
+        """EDQUOT when an inode rule forbids the caller a new inode in parent (fs/quota.py;
+        before any lock or hold: the rules' refresh takes the quota zone's lock)."""
+        mctx = self.mctx
+        await quota.prepare(mctx)
+        if not quota.has_rules(mctx, quota.OP_INODE):
+            return
+        async with mctx.locks.inodes([parent], LOCK_READ) as locks:
+            pdir = await self._load_dir(parent, locks[parent])
+        gid = pdir.gid if pdir.mode & stat.S_ISGID else ctx.gid
+        await quota.check_inode(mctx, pdir, ctx.uid, gid)
+
     async def _create(self, parent: int, name: bytes | None, mode: int, rdev: int, ctx: Ctx,
                       target: bytes | None = None) -> Attr:
         """A new inode named name in parent; name None makes an O_TMPFILE inode: no entry,
@@ -293,6 +309,7 @@ class Filesystem:
             fsdir.check_name(name)
         if target is not None:
             fsdir.check_symlink_target(target)
+        await self._check_quota(parent, ctx)
         ino = await mctx.alloc_ino()  # may await the server: before any lock or hold
         async with AsyncExitStack() as stack:
             locks = await stack.enter_async_context(
@@ -929,6 +946,17 @@ class Filesystem:
         async with self.mctx.locks.zone(xattr.INDX_ZONE_KEY, LOCK_READ) as lock:
             return await xattr.read_index(self.mctx, first, last, limit, lock)
 
+    async def read_xattr_totals(self, start: tuple[int, int, int], limit: int
+                                ) -> list[tuple[tuple[int, int, int], tuple[int, int]]]:
+        """READ_XATTR_TOTALS: up to `limit` committed non-zero ((a, b, c), (total, count))
+        from name `start` on, ascending, through the 5 s weak cache (fs/totl.py)."""
+        import bisect
+
+        totals = await totl.read_totals(self.mctx)
+        names = sorted(totals)
+        i = bisect.bisect_left(names, start)
+        return [(n, totals[n]) for n in names[i:i + max(0, limit)]]
+
     # ------------------------------------------------------------------ deletion
 
     async def forget(self, ino: int) -> None:
@@ -972,6 +1000,7 @@ class Filesystem:
         data, xattr = self._data(), self._xattr()
         async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
                 index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
+                totl.totl_lock(mctx) as tlock, \
                 xattr.indx_lock(mctx) as xlock, mctx.trans.hold():
             lock = locks[ino]
             inode = await try_load_inode(mctx, ino, lock)
@@ -980,7 +1009,7 @@ class Filesystem:
                 return False
             if fsinode.is_reg(inode):
                 await data.free_extents(mctx, inode, lock)
-            await xattr.delete_all(mctx, ino, lock, xlock)
+            await xattr.delete_all(mctx, ino, lock, xlock, tlock)
             # ---- synchronous from here
             if fsinode.is_lnk(inode):
                 fsdir.delete_symlink(mctx, ino, inode.size, lock)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fs import format as fmt
 from fs.btree import Btree
@@ -31,6 +31,9 @@ STALE_RETRIES = 5
 class Roots:
     fs_root: fmt.BtreeRoot
     log_roots: list[fmt.BtreeRoot]
+    # per log root: the last key whose `.totl.` deltas a merge in flight already put in
+    # fs_root, or None (fs/totl.py; newest-wins reads of other zones ignore it)
+    log_merged: list[fmt.Key | None] = field(default_factory=list)
 
 
 class Forest:
@@ -49,6 +52,11 @@ class Forest:
 
     def refresh(self) -> None:
         self._roots = None
+
+    async def fresh_roots(self) -> Roots:
+        """The server's stable roots as of now (also kept for the next reads)."""
+        self._roots = await self._get_roots()
+        return self._roots
 
     async def roots(self) -> Roots:
         if self._roots is None:

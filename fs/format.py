@@ -981,6 +981,79 @@ def unpack_log_trees(buf: bytes | memoryview) -> LogTrees:
                     gs, cs, ms, fs_, fl, sfl)
 
 
+# --------------------------------------------------------------------------- xattr totals
+#
+# A ZONE_XATTR_TOTL item (XATTR_TOTL, a, 0, b, c, 0) of a `.totl.` xattr name ending in
+# ``.a.b.c`` holds a *delta* {total, count}, two u64s added modulo 2**64 (a removal adds the
+# two's complement).  Items of this zone are never newest-wins: each tree's item is the sum of
+# the deltas written to it, and a key's value is the sum over fs_root and the log trees
+# (fs/totl.py has the rule that keeps a merge in flight from counting a delta twice).
+
+TOTL_VAL = struct.Struct("<QQ")  # total, count
+
+
+def totl_key(a: int, b: int, c: int) -> Key:
+    return (ZONE_XATTR_TOTL, a, 0, b, c, 0)
+
+
+def pack_totl(total: int, count: int) -> bytes:
+    return TOTL_VAL.pack(total & U64_MAX, count & U64_MAX)
+
+
+def unpack_totl(buf: bytes | memoryview) -> tuple[int, int]:
+    if len(buf) != TOTL_VAL.size:
+        raise ValueError(f"totl value of {len(buf)} bytes, not {TOTL_VAL.size}")
+    return TOTL_VAL.unpack_from(buf, 0)
+
+
+# A quota rule item (QUOTA, hash64(value), QUOTA_RULE_TYPE, collision nr, 0, 0) -> rule:
+# name values[3], limit, prio, op, rule flags, name sources[3], name flags[3] (fs/quota.py)
+QUOTA_RULE = struct.Struct("<QQQQBBB3B3B")
+
+
+def quota_rule_key(rule_hash: int, nr: int) -> Key:
+    return (ZONE_QUOTA, rule_hash, QUOTA_RULE_TYPE, nr, 0, 0)
+
+
+def pack_quota_rule(prio: int, names, op: int, limit: int, flags: int) -> bytes:
+    return QUOTA_RULE.pack(names[0][0], names[1][0], names[2][0], limit, prio, op, flags,
+                           *(n[1] for n in names), *(n[2] for n in names))
+
+
+def unpack_quota_rule(buf: bytes | memoryview):
+    """(prio, ((value, source, flags) x3), op, limit, flags); ValueError if malformed."""
+    if len(buf) != QUOTA_RULE.size:
+        raise ValueError(f"quota rule of {len(buf)} bytes, not {QUOTA_RULE.size}")
+    v0, v1, v2, limit, prio, op, flags, s0, s1, s2, f0, f1, f2 = QUOTA_RULE.unpack(buf)
+    return prio, ((v0, s0, f0), (v1, s1, f1), (v2, s2, f2)), op, limit, flags
+
+
+# The merge status item in logs_root (LOG_MERGE, 0, LOG_MERGE_STATUS_TYPE, 0, 0, 0): while a
+# merge of finalized trees is partly committed, which trees it merges and the last key whose
+# items are already in fs_root.  Value: key (27) + u32 nr + nr * (rid, nr) u64 pairs.
+LOG_MERGE_STATUS_TYPE = 4
+LOG_MERGE_TREE = struct.Struct("<QQ")
+
+
+def log_merge_status_key() -> Key:
+    return (ZONE_LOG_MERGE, 0, LOG_MERGE_STATUS_TYPE, 0, 0, 0)
+
+
+def pack_log_merge_status(upto: Key, trees: list[tuple[int, int]]) -> bytes:
+    return (pack_key(upto) + struct.pack("<I", len(trees))
+            + b"".join(LOG_MERGE_TREE.pack(r, n) for r, n in trees))
+
+
+def unpack_log_merge_status(buf: bytes | memoryview) -> tuple[Key, list[tuple[int, int]]]:
+    upto = unpack_key(buf, 0)
+    (nr,) = struct.unpack_from("<I", buf, KEY_SIZE)
+    off = KEY_SIZE + 4
+    if len(buf) != off + nr * LOG_MERGE_TREE.size:
+        raise ValueError("log merge status of the wrong size")
+    return upto, [LOG_MERGE_TREE.unpack_from(buf, off + i * LOG_MERGE_TREE.size)
+                  for i in range(nr)]
+
+
 # --------------------------------------------------------------------------- mounted clients
 
 MOUNTED_CLIENT_FLAG_QUORUM = 1 << 0  # the mount is a quorum member

@@ -24,7 +24,9 @@ never through a daemon.  Checks, in order:
    LINK_BACKREF values agree with their keys; every inode number in use is below the
    super's next_ino (else new files would reuse live numbers); every ``.indx.`` xattr has
    its XATTR_INDX item and every XATTR_INDX item (no value) an ``.indx.`` xattr of its
-   inode and id whose name ends in its major and minor.
+   inode and id whose name ends in its major and minor; every ``.totl.`` total (fs_root's
+   and the log trees' deltas summed as fs/totl.py does, honouring a merge in flight) equals
+   the sum and count of the ``.totl.`` xattrs naming it.
 
 `check(meta_path, data_path)` returns the list of problems found (empty when clean);
 `check_devices()` does the work on open devices and also returns the block counts (the
@@ -39,12 +41,12 @@ from collections import defaultdict
 from collections.abc import Iterator
 
 from fs import format as fmt
-from fs import srch
+from fs import srch, totl
 from fs.alloc import read_extent_list
 from fs.block import Device, MetaBlocks, read_quorum_block, read_super
 from fs.btree import Btree
 from fs.errors import FsError, StaleBlock
-from fs.xattr_names import indx_pos
+from fs.xattr_names import indx_pos, parse_totl_name, parse_u64
 
 
 class Problems(list):
@@ -67,13 +69,15 @@ _ITEM_KEY_FIELDS[(fmt.ZONE_ORPHAN, fmt.ORPHAN_TYPE)] = (0, 2, 3)
 _ITEM_KEY_FIELDS[(fmt.ZONE_INODE_INDEX, fmt.INODE_INDEX_META_SEQ)] = (0, 2, 3, 4)
 _ITEM_KEY_FIELDS[(fmt.ZONE_INODE_INDEX, fmt.INODE_INDEX_DATA_SEQ)] = (0, 2, 3, 4)
 # zones whose items this version does not interpret yet: any key shape
-_OPAQUE_ZONES = (fmt.ZONE_QUOTA, fmt.ZONE_XATTR_TOTL)
+_OPAQUE_ZONES = (fmt.ZONE_QUOTA,)
 
 
 def _item_key_problem(key: fmt.Key) -> str | None:
     """Why an fs_root/log tree item key is malformed, or None."""
     if key[0] in _OPAQUE_ZONES:
         return None
+    if key[0] == fmt.ZONE_XATTR_TOTL:  # (a, 0, b, c, 0) -> {total, count}
+        return "a field that must be zero is set" if key[2] or key[5] else None
     if key[0] == fmt.ZONE_XATTR_INDX:  # (major << 56 | minor >> 8, minor & 255, ino, id)
         return "a field that must be zero is set" if key[5] else None
     fields = _ITEM_KEY_FIELDS.get((key[0], key[2]))
@@ -215,8 +219,15 @@ def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
     # server trees
     logs = Btree(blocks, sb.logs_root)
     log_records: list[fmt.LogTrees] = []
+    merge_status: tuple[fmt.Key, list[tuple[int, int]]] | None = None
     for key, item in _tree_items(logs, "logs_root", problems):
         if item.deleted:
+            continue
+        if key == fmt.log_merge_status_key():
+            try:
+                merge_status = fmt.unpack_log_merge_status(item.value)
+            except Exception as e:  # noqa: BLE001 - a bad record is a problem to report
+                problems.add(f"logs_root: bad log merge status: {e}")
             continue
         try:
             log_records.append(fmt.unpack_log_trees(item.value))
@@ -263,10 +274,26 @@ def check_devices(meta_dev, data_dev=None, *, namespace: bool = True) -> dict:
         for st, n in extents:
             claims.append((st, n, f"{kind} ({name})", kind))
 
+    # .totl. deltas add up (fs/totl.py): fs_root's sums plus each tree's items past what
+    # a merge in flight already put in fs_root; every other zone is newest-wins
+    merged_upto = {tuple(t): merge_status[0] for t in merge_status[1]} if merge_status else {}
+    for src in sources:
+        for k, it in src:
+            if k[0] == fmt.ZONE_XATTR_TOTL and len(it.value) != fmt.TOTL_VAL.size:
+                problems.add(f"totl item {fmt.format_key(k)}: value of {len(it.value)} bytes")
+    sources = [[(k, it) for k, it in src if k[0] != fmt.ZONE_XATTR_TOTL
+                or len(it.value) == fmt.TOTL_VAL.size] for src in sources]
+    totals = totl.sum_trees(
+        [(k, it) for k, it in sources[0] if k[0] == fmt.ZONE_XATTR_TOTL],
+        [([(k, it) for k, it in src if k[0] == fmt.ZONE_XATTR_TOTL],
+          merged_upto.get((lt.rid, lt.nr)))
+         for lt, src in zip(log_records, sources[1:], strict=True)])
+    sources = [[(k, it) for k, it in src if k[0] != fmt.ZONE_XATTR_TOTL] for src in sources]
     items = dict(_merge(sources))
     _data_claims(items, data_claims)
     if namespace:
         _check_items(items, problems)
+        _check_totals(items, totals, problems)
         _check_next_ino(sb, items, problems)
 
     result["meta"] = _check_accounting("meta device", fmt.META_DEV_START_BLKNO,
@@ -301,6 +328,38 @@ def _key_ino(key: fmt.Key) -> int | None:
     if key[0] == fmt.ZONE_INODE_INDEX:
         return key[4]
     return None
+
+
+def _check_totals(items: dict[fmt.Key, bytes],
+                  totals: dict[tuple[int, int, int], tuple[int, int]],
+                  problems: Problems) -> None:
+    """Every (a, b, c) total and count equal the sum of the values and the number of the
+    ``.totl.`` xattrs naming them (values are in part 0: fs/totl.py)."""
+    want: dict[tuple[int, int, int], list[int]] = defaultdict(lambda: [0, 0])
+    hdr = fmt.XATTR_HDR
+    for key, val in items.items():
+        if key[0] != fmt.ZONE_FS or key[2] != fmt.FS_XATTR or key[5] != 0 or \
+                len(val) < hdr.size:
+            continue
+        nlen, vlen = hdr.unpack_from(val, 0)
+        name = bytes(val[hdr.size:hdr.size + nlen])
+        if not totl.is_totl_name(name):
+            continue
+        try:
+            abc = parse_totl_name(name)
+            v = parse_u64(bytes(val[hdr.size + nlen:hdr.size + nlen + vlen]))
+        except FsError:
+            problems.add(f"xattr {name!r} of inode {key[1]}: malformed .totl. name or value")
+            continue
+        w = want[abc]
+        w[0] = (w[0] + v) & fmt.U64_MAX
+        w[1] += 1
+    for abc in sorted(set(want) | set(totals)):
+        w = want.get(abc, [0, 0])
+        got = totals.get(abc, (0, 0))
+        if (w[0], w[1] & fmt.U64_MAX) != got:
+            problems.add(f"xattr total {abc[0]}.{abc[1]}.{abc[2]} is {got[0]}, {got[1]}; "
+                         f"its .totl. xattrs sum to {w[0]}, {w[1]}")
 
 
 def _check_next_ino(sb: fmt.Super, items: dict[fmt.Key, bytes], problems: Problems) -> None:

@@ -252,6 +252,17 @@ class ItemCache:
         """Delete the item at key (a tombstone hides older versions on disk)."""
         self._write(key, b"", True, lock, primary)
 
+    def add_delta(self, key: fmt.Key, total: int, count: int, lock, primary=None) -> None:
+        """Add {total, count} to this transaction's delta item at key (a `.totl.` item:
+        fs/totl.py).  Deltas are only ever written, never read through the cache: the
+        dirty item sums this transaction's deltas, a clean one (already committed) is not
+        part of it and is replaced."""
+        old = self.cache.get(key)
+        if old is not None and old.dirty and not old.deleted:
+            t, c = fmt.unpack_totl(old.value)
+            total, count = t + total, c + count
+        self._write(key, fmt.pack_totl(total, count), False, lock, primary)
+
     # ------------------------------------------------------------- commit support
 
     def dirty_items(self) -> list[tuple[fmt.Key, fmt.Item]]:

@@ -457,8 +457,8 @@ RESPONSE_SCHEMAS: dict[int, Schema] = {
     Cmd.SYNC_LOG_TREES: Empty(),
     Cmd.GET_ROOTS: Dict({"fs_root": ROOT, "logs": List(
         Dict({"rid": U64, "nr": U64, "item_root": ROOT, "max_item_seq": SEQ,
-              "flags": Int(0, 0xFFFFFFFF)}, {"srch_file": SRCH_FILE}), MAX_LIST)},
-        {"srch_root": ROOT}),
+              "flags": Int(0, 0xFFFFFFFF)}, {"srch_file": SRCH_FILE, "merged": Nullable(KEY)}),
+            MAX_LIST)}, {"srch_root": ROOT}),
     Cmd.GET_LAST_SEQ: Dict({"last_seq": U64}),
     Cmd.LOCK: _LOCK_REPLY,
     Cmd.LOCK_RECOVER: Dict({"locks": List(_LOCK_ENTRY, 1 << 20)}),

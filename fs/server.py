@@ -85,7 +85,7 @@ from typing import Any
 import trio
 
 from fs import format as fmt
-from fs import net
+from fs import net, totl
 from fs.alloc import ExtentSet, extent_list_nr_blocks, read_extent_list, write_extent_list
 from fs.block import Device, MetaBlocks, read_super, write_super
 from fs.btree import Btree
@@ -410,14 +410,21 @@ class Server:
         return out
 
     def _snapshot_roots(self) -> dict:
-        """GET_ROOTS reply as of the last commit (roots on disk)."""
+        """GET_ROOTS reply as of the last commit (roots on disk), with each tree under a
+        merge in flight's "merged up to" key (fs/totl.py)."""
+        logs = Btree(self.blocks, self.logs.root)
+        merged: dict[tuple[int, int], list[int]] = {}
+        status = logs.lookup(fmt.log_merge_status_key())
+        if status is not None and not status.deleted:
+            upto, trees = fmt.unpack_log_merge_status(status.value)
+            merged = {t: list(upto) for t in trees}
         recs = [fmt.unpack_log_trees(it.value)
-                for _k, it in Btree(self.blocks, self.logs.root).items(LOG_TREES_FIRST,
-                                                                       LOG_TREES_LAST)]
+                for _k, it in logs.items(LOG_TREES_FIRST, LOG_TREES_LAST)]
         out = {
             "fs_root": net.root_to_wire(self.fs_root.root),
             "logs": [{"rid": lt.rid, "nr": lt.nr, "item_root": net.root_to_wire(lt.item_root),
-                      "max_item_seq": lt.max_item_seq, "flags": lt.flags}
+                      "max_item_seq": lt.max_item_seq, "flags": lt.flags,
+                      "merged": merged.get((lt.rid, lt.nr))}
                      for lt in recs],
             "srch_root": net.root_to_wire(self.srch.root),
         }
@@ -1304,11 +1311,30 @@ class Server:
         async with self._merge_lock:
             records = self._records()
             fin = [lt for lt in records if lt.flags & LOG_TREES_FLAG_FINALIZED]
+            # a merge partly committed before a server restart resumes: the same trees,
+            # after the last key already in fs_root (merging a .totl. delta twice would
+            # count it twice)
+            resume_after = None
+            status_key = fmt.log_merge_status_key()
+            status = self.logs.lookup(status_key)
+            if status is not None and not status.deleted:
+                resume_after, was = fmt.unpack_log_merge_status(status.value)
+                fin = [lt for lt in fin if (lt.rid, lt.nr) in set(was)]
             if not fin:
+                if status is not None:
+                    self.logs.delete(status_key)
                 self.counters.inc("log_merge_no_finalized")
                 return False
             self.counters.inc("log_merge_start")
             fin_keys = {(lt.rid, lt.nr) for lt in fin}
+            fin_list = sorted(fin_keys)
+
+            def note_progress(upto: fmt.Key | None) -> None:
+                # before every await: any commit from here writes fs_root's partial sums
+                # with the status saying which keys they cover (fs/totl.py)
+                if upto is not None:
+                    self.logs.insert(status_key, Item(self.epoch_seq, 0,
+                                                      fmt.pack_log_merge_status(upto, fin_list)))
 
             def unmerged() -> list[LogTrees]:
                 # read again after every await: meanwhile the clients of open trees commit
@@ -1320,21 +1346,35 @@ class Server:
             merged = heapq.merge(*[self._tree_stream(t, i) for i, t in enumerate(trees)])
             last_key = None
             n = 0
+            pause = 0  # 1: checkpoint, 2: commit, at the next key (never inside one key)
             for (key, _negseq, _i), item in merged:
-                if key == last_key:
-                    continue  # an older version of a key already merged
-                last_key = key
-                self._merge_item(key, item, others)
+                if resume_after is not None and key <= resume_after:
+                    continue  # in fs_root before the restart
+                if pause and key != last_key:
+                    # every tree's item of last_key is merged: fs_root has all keys up to
+                    # it.  A commit bounds the dirty fs_root blocks held in memory; a
+                    # partial merge on disk is safe, the finalized trees stay in logs_root
+                    # until the end and the status records how far fs_root has them
+                    note_progress(last_key)
+                    if pause == 2:
+                        await self.commit()
+                    else:
+                        await trio.lowlevel.checkpoint()
+                    others = unmerged()
+                    pause = 0
+                if key[0] == fmt.ZONE_XATTR_TOTL:
+                    totl.merge_into(self.fs_root, key, item)  # every tree's delta adds up
+                    last_key = key
+                else:
+                    if key == last_key:
+                        continue  # an older version of a key already merged
+                    last_key = key
+                    self._merge_item(key, item, others)
                 n += 1
                 if n % MERGE_COMMIT_ITEMS == 0:
-                    # bound the dirty fs_root blocks held in memory: a partial merge on disk
-                    # is safe, the finalized trees stay in logs_root until the end and
-                    # merging an item again is idempotent (seq comparison)
-                    await self.commit()
-                    others = unmerged()
+                    pause = 2
                 elif n % MERGE_CHUNK == 0:
-                    await trio.lowlevel.checkpoint()
-                    others = unmerged()
+                    pause = max(pause, 1)
             # the merged trees' blocks are free once the commit dropping them is on disk
             for lt, t in zip(fin, trees, strict=True):
                 for ref, _level in t.block_refs():
@@ -1344,8 +1384,12 @@ class Server:
                 for e in lt.data_avail:
                     self.data_free.add(*e)
                 self.logs.delete(fmt.log_trees_key(lt.rid, lt.nr))
+            if self.logs.lookup(status_key) is not None:
+                self.logs.delete(status_key)  # in the commit that drops the trees
             await self.commit()
             self.counters.inc("log_merge_complete")
+            if resume_after is not None:
+                self._merge_wake.set()  # trees finalized besides the resumed ones
             log.debug("merged %d items from %d log trees", n, len(fin))
             return True
 
@@ -1367,6 +1411,5 @@ class Server:
             elif cur is not None:
                 self.fs_root.delete(key)
             return
-        # .totl. delta items are summed here later (spec §1.5)
         self.fs_root.insert(key, Item(item.seq, item.flags, item.value))
 

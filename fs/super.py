@@ -185,6 +185,7 @@ class Mount:
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
             drop_pages=self._drop_pages,
             last_seq=self.client.get_last_seq, triggers=self.triggers,
+            forest=self.forest,
         )
         from fs.filesystem import Filesystem
 
@@ -311,7 +312,8 @@ class Mount:
 
     async def _get_roots(self) -> Roots:
         fs_root, logs = await self.client.get_roots()
-        return Roots(fs_root, [lt["item_root"] for lt in logs])
+        return Roots(fs_root, [lt["item_root"] for lt in logs],
+                     [lt.get("merged") for lt in logs])
 
     def _drop_pages(self, ino: int) -> None:
         """Queue the kernel's cached pages of ino to be dropped (release); never awaits."""

@@ -293,9 +293,31 @@ def _debug_tree(mount: Any) -> Dir:
         # present on every mount (as in scoutfs), empty unless this mount leads
         out["server_locks"] = File(lambda: _text(_call(lock_server(), "dump_text")))
         out["server_lock_stats"] = File(lambda: _text(_call(lock_server(), "stats_text")))
+        out.update(_drop_caches(mount))
         return out
 
     return Dir(children)
+
+
+def _drop_caches(mount: Any) -> dict[str, Node]:
+    """drop_weak_item_cache (`.totl.` totals, fs/totl.py) and drop_quota_check_cache
+    (fs/quota.py): any write empties the cache."""
+    mctx = getattr(mount, "mctx", None)
+    if mctx is None:
+        return {}
+
+    def drop_totals(text: str) -> None:
+        from fs import totl
+
+        totl.drop_weak_cache(mctx)
+
+    def drop_quota(text: str) -> None:
+        from fs import quota
+
+        quota.drop_check_cache(mctx)
+
+    return {"drop_weak_item_cache": File(lambda: "", drop_totals),
+            "drop_quota_check_cache": File(lambda: "", drop_quota)}
 
 
 def _call(obj: Any, name: str) -> Any:

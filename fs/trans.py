@@ -40,6 +40,7 @@ from contextlib import asynccontextmanager
 import trio
 
 from fs import format as fmt
+from fs import totl
 from fs.alloc import DataAlloc, MetaAlloc
 from fs.btree import Btree
 from fs.errors import FsError
@@ -189,6 +190,11 @@ class Trans:
             tree.begin(self.seq, self.meta_alloc.alloc, self.meta_alloc.free)
             max_seq = lt.max_item_seq
             for key, item in dirty:
+                if key[0] == fmt.ZONE_XATTR_TOTL:
+                    # a delta adds to what this tree holds already (fs/totl.py)
+                    item = totl.combine_in_tree(tree, key, item)
+                    if item is None:
+                        continue
                 tree.insert(key, item)
                 max_seq = max(max_seq, item.seq)
             root = tree.flush()

@@ -22,7 +22,8 @@ first and all mounts read the same committed items.  `.hide.` names are left out
 listxattr and listed by `list_hidden` (LISTXATTR_HIDDEN).  The create and the delete of a
 ``.srch.`` xattr (set of a new one, remove, and deletion with its inode; a replace keeps its
 id and logs nothing) log its entry in the transaction's srch log (`fs.srch.log_entry`).
-The ``.totl.`` tag is parsed and checked, but totals are not kept yet.
+``.totl.`` xattrs write their deltas through `fs.totl` in the same transaction (its zone
+lock is taken after the seq index lock, before the indx lock).
 
 Every set and remove changes ctime and, through `store_inode`, meta_seq.  Changes run under
 the inode's exclusive `fs.data.inode_rwsem` (the VFS takes i_rwsem for setxattr).
@@ -41,7 +42,7 @@ from __future__ import annotations
 import errno
 from contextlib import asynccontextmanager
 
-from fs import acl, srch
+from fs import acl, srch, totl
 from fs import format as fmt
 from fs import inode as inode_mod
 from fs.data import inode_rwsem
@@ -352,6 +353,7 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
             mctx.locks.inodes([ino], LOCK_WRITE) as locks:
         lock = locks[ino]
         async with inode_mod.index_lock(mctx) as ilock, \
+                totl.totl_lock(mctx, tags.totl) as tlock, \
                 indx_lock(mctx, tags.indx) as xlock, mctx.trans.hold():
             inode = await inode_mod.load_inode(mctx, ino, lock)
             # retention refuses changes of user. xattrs only; others still work (§5.11)
@@ -389,6 +391,9 @@ async def _change(mctx, ino: int, name: bytes, value: bytes | None, flags: int, 
                     mctx.items.delete(ikey, xlock, primary=lock)
                 else:
                     mctx.items.update(ikey, b"", xlock, primary=lock)
+            if tlock is not None:  # the .totl. delta, in the same transaction (fs/totl.py)
+                totl.xattr_changed(mctx, name, found.value if found is not None else None,
+                                   value, tlock, primary=lock)
             inode_mod.touch(inode, mtime=False, ctime=True, now=mctx.now())
             inode_mod.store_inode(mctx, inode, lock, ilock)
 
@@ -446,26 +451,34 @@ async def removexattr(mctx, ino: int, name: bytes, ctx) -> None:
     await _change(mctx, ino, bytes(name), None, 0, ctx)
 
 
-async def delete_all(mctx, ino: int, lock, xlock=None) -> None:
-    """Delete every xattr item of an inode being deleted, and the indx index items of its
-    ``.indx.`` xattrs (inside the caller's hold, WRITE lock and, `xlock`, `indx_lock`):
-    collects the keys (awaits), then deletes them all without awaiting."""
+async def delete_all(mctx, ino: int, lock, xlock=None, tlock=None) -> None:
+    """Delete every xattr item of an inode being deleted, the indx index items of its
+    ``.indx.`` xattrs and the totals of its ``.totl.`` ones (inside the caller's hold,
+    WRITE lock, `xlock` (`indx_lock`) and `tlock` (`fs.totl.totl_lock`)): collects the keys
+    (awaits), then deletes them all without awaiting."""
     start, end = _ino_range(ino)
     keys = []
     ikeys = []
     srch_names: list[tuple[bytes, int]] = []
+    totls: list[tuple[bytes, bytes]] = []
     async for k, v in mctx.items.items(start, end, lock):
         keys.append(k)
         if k[5] == 0:
-            nlen = v[0]
+            nlen, vlen = HDR.unpack_from(v, 0)
             name = bytes(v[HDR.size:HDR.size + nlen])
             ikey = indx_name_key(name, ino, k[4])
             if ikey is not None:
                 ikeys.append(ikey)
             if _is_srch(name):
                 srch_names.append((name, k[4]))
+            if totl.is_totl_name(name):  # a .totl. value always fits in part 0
+                totls.append((name, bytes(v[HDR.size + nlen:HDR.size + nlen + vlen])))
     if ikeys and xlock is None:
         raise AssertionError(f"inode {ino} has .indx. xattrs and no indx lock is held")
+    if totls and tlock is None:
+        raise AssertionError(f"inode {ino} has .totl. xattrs and no totl lock is held")
+    for name, value in totls:
+        totl.xattr_deleted(mctx, name, value, tlock, primary=lock)
     for k in keys:
         mctx.items.delete(k, lock)
     for k in ikeys:

@@ -91,8 +91,13 @@ def run_print(cmd: str, events) -> int:
         print(f"fs_root: {_root(sb.fs_root)}")
         _print_items(Btree(blocks, sb.fs_root))
         print(f"logs_root: {_root(sb.logs_root)}")
-        for _key, item in Btree(blocks, sb.logs_root).items(fmt.KEY_MIN, fmt.KEY_MAX):
+        for key, item in Btree(blocks, sb.logs_root).items(fmt.KEY_MIN, fmt.KEY_MAX):
             if item.deleted:
+                continue
+            if key == fmt.log_merge_status_key():  # a merge partly committed (fs/totl.py)
+                upto, trees = fmt.unpack_log_merge_status(item.value)
+                print(f"  log_merge_status merged_upto {fmt.format_key(upto)} trees "
+                      + " ".join(f"{r:016x}.{n}" for r, n in trees))
                 continue
             lt = fmt.unpack_log_trees(item.value)
             print(f"  log_trees rid {lt.rid:016x} nr {lt.nr} item_root {_root(lt.item_root)} "

@@ -107,6 +107,18 @@ class FakeItems:
         self._check(key, lock, True)
         self.data.pop(key, None)
 
+    def add_delta(self, key, total: int, count: int, lock, primary=None) -> None:
+        """A `.totl.` delta: kept summed (a zero sum vanishes), as the forest reads it."""
+        self._check(key, lock, True)
+        old = self.data.get(key)
+        if old is not None:
+            t, c = fmt.unpack_totl(old)
+            total, count = t + total, c + count
+        if (total & fmt.U64_MAX, count & fmt.U64_MAX) == (0, 0):
+            self.data.pop(key, None)
+        else:
+            self.data[key] = fmt.pack_totl(total, count)
+
 
 class FakeDataAlloc:
     def __init__(self, start: int, count: int) -> None:

@@ -323,3 +323,38 @@ def test_indx_items_are_checked_against_their_xattrs():
     # the key shape: the fourth field is zero
     assert fsck._item_key_problem(fmt.xattr_indx_key(255, fmt.U64_MAX, 5, 6)) is None
     assert fsck._item_key_problem((fmt.ZONE_XATTR_INDX, 0, 0, 0, 0, 1)) is not None
+
+
+def test_totl_totals_are_checked_against_their_xattrs():
+    """Every (a, b, c) total and count equal the values and number of the .totl. xattrs
+    naming it; a total without xattrs, or a wrong sum, is reported."""
+    from fs.xattr import pack_parts
+
+    names = {1: (b"scoutfs.totl.x.1.2.3", b"10"), 2: (b"scoutfs.hide.totl.y.1.2.3", b"0x20"),
+             3: (b"scoutfs.totl.z.4.5.6", b"7"), 4: (b"user.totl.7.8.9", b"1")}
+
+    def items():
+        its = good_tree()
+        its[fmt.inode_key(1025)] = fmt.pack_inode(fmt.Inode(
+            ino=1025, mode=0o100644, nlink=1, meta_seq=5, next_xattr_id=10))
+        for xid, (name, value) in names.items():
+            for nr, part in enumerate(pack_parts(name, value)):
+                its[fmt.xattr_key(1025, fmt.hash64(name), xid, nr)] = part
+        return its
+
+    def check(totals):
+        p = fsck.Problems()
+        fsck._check_totals(items(), totals, p)
+        return "\n".join(p)
+
+    good = {(1, 2, 3): (42, 2), (4, 5, 6): (7, 1)}
+    assert check(good) == ""
+    assert "total 1.2.3 is 41, 2; its .totl. xattrs sum to 42, 2" in check(
+        {**good, (1, 2, 3): (41, 2)})
+    assert "total 4.5.6 is 0, 0; its .totl. xattrs sum to 7, 1" in check(
+        {(1, 2, 3): (42, 2)})
+    assert "total 7.8.9 is 1, 1; its .totl. xattrs sum to 0, 0" in check(
+        {**good, (7, 8, 9): (1, 1)})
+    # the key shape: type and fourth field are zero
+    assert fsck._item_key_problem(fmt.totl_key(fmt.U64_MAX, 1, 2)) is None
+    assert fsck._item_key_problem((fmt.ZONE_XATTR_TOTL, 0, 1, 0, 0, 0)) is not None

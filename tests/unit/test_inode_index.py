@@ -37,7 +37,7 @@ class StubXattr:
 
         return xattr.indx_lock(mctx)
 
-    async def delete_all(self, mctx, ino, lock, xlock=None):
+    async def delete_all(self, mctx, ino, lock, xlock=None, tlock=None):
         pass
 
 

@@ -59,7 +59,7 @@ class StubXattr:
 
         return xattr.indx_lock(mctx)
 
-    async def delete_all(self, mctx, ino, lock, xlock=None):
+    async def delete_all(self, mctx, ino, lock, xlock=None, tlock=None):
         self.deleted.append(ino)
         start = fmt.xattr_key(ino, 0, 0, 0)
         end = fmt.xattr_key(ino, fmt.U64_MAX, fmt.U64_MAX, 255)
