@@ -101,6 +101,7 @@ class Client:
         self._note_invalidation: Callable[[fmt.Key], None] | None = None
         self._recover: RecoverHandler | None = None
         self._sync_log_trees: Callable[[], Awaitable[Any]] | None = None
+        self._omap: Callable[[int], int] | None = None  # group -> our open map (bits)
         self._ordered: net.OrderedQueues = {}  # LOCK requests per key, across connections
         self._changed = trio.Event()  # set (and replaced) when conn/closed/dead change
         self._nursery: trio.Nursery | None = None
@@ -172,6 +173,7 @@ class Client:
         conn.register(Cmd.LOCK, self._on_lock, order=self._lock_order)
         conn.register(Cmd.LOCK_RECOVER, self._on_lock_recover)
         conn.register(Cmd.SYNC_LOG_TREES, self._on_sync_log_trees)
+        conn.register(Cmd.OPEN_INO_MAP, self._on_open_ino_map)
         return conn
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -355,6 +357,15 @@ class Client:
         return {"key": net.key_from_wire(r["key"]), "mode": int(r["mode"]),
                 "write_seq": int(r["write_seq"])}
 
+    async def open_ino_map(self, group: int) -> int:
+        """OPEN_INO_MAP (spec §4.5): the OR of every other mount's open map of an inode
+        group, as an int (bit i: inode group * 1024 + i).  The server answers once lock
+        recovery is done and every other mounted rid answered or was reclaimed."""
+        from fs import omap
+
+        r = await self._request(Cmd.OPEN_INO_MAP, {"group": group})
+        return omap.from_wire(r["bits"])
+
     async def farewell(self, gone: Callable[[], bool] | None = None) -> None:
         """Clean unmount: the server reclaims this mount (its log tree is finalized and
         merged, its locks dropped) before replying.  Survives reconnects: if the reply was
@@ -421,6 +432,17 @@ class Client:
         """`await fn()` commits the open transaction (SYNC_LOG_TREES, coordinated
         finalize)."""
         self._sync_log_trees = fn
+
+    def set_omap_handler(self, fn: Callable[[int], int]) -> None:
+        """`fn(group)` returns this mount's open map of an inode group (synchronously: the
+        answer never waits for a lock, fs/omap.py)."""
+        self._omap = fn
+
+    async def _on_open_ino_map(self, p: dict) -> dict:
+        from fs import omap
+
+        bits = self._omap(int(p["group"])) if self._omap is not None else 0
+        return {"bits": omap.to_wire(bits)}
 
     async def _on_lock(self, p: dict) -> dict:
         key = net.key_from_wire(p["key"])

@@ -41,6 +41,10 @@ class MountContext:
     # the server's last stable seq (GET_LAST_SEQ, spec §5.6); None: the open transaction's
     # seq - 1 (a lone mount without a server, as in unit tests)
     last_seq: Callable[[], Awaitable[int]] | None = None
+    # the open map of this mount (fs.omap.Omap) and OPEN_INO_MAP (group -> the other
+    # mounts' map); None: a lone mount (unit tests), nothing is open elsewhere
+    omap: Any = None
+    open_ino_map: Callable[[int], Awaitable[int]] | None = None
 
 
 class InterruptToken:

@@ -406,6 +406,13 @@ _LOG_TREES = Dict(
      "get_trans_seq": SEQ, "commit_trans_seq": SEQ, "max_item_seq": SEQ},
     {"finalize_seq": SEQ, "flags": Int(0, 0xFFFFFFFF)})
 
+# OPEN_INO_MAP (both ways: a mount asks the server, the server asks every other mount): the
+# group number of a 1024-inode group, answered with its open map as 16 little-endian u64
+# words (bit i of word w: inode group * 1024 + w * 64 + i is open there)
+OMAP_WORDS = fmt.LOCK_GROUP_NR // 64
+_OMAP_ARGS = Dict({"group": Int(0, fmt.U64_MAX >> fmt.LOCK_GROUP_SHIFT)})
+_OMAP_REPLY = Dict({"bits": Fixed(*[U64] * OMAP_WORDS)})
+
 # the payload of each request, as its receiver reads it (LOCK goes both ways)
 REQUEST_SCHEMAS: dict[int, Schema] = {
     Cmd.GREETING: Dict(
@@ -425,6 +432,7 @@ REQUEST_SCHEMAS: dict[int, Schema] = {
     Cmd.LOCK_RECOVER: Dict(optional={"start": Nullable(KEY), "nr": Int(0, 1 << 20)}),
     Cmd.STATFS: Empty(),
     Cmd.FAREWELL: Dict(optional={"rid": U64}),
+    Cmd.OPEN_INO_MAP: _OMAP_ARGS,
 }
 
 # the payload of each successful response, as the requester reads it
@@ -445,6 +453,7 @@ RESPONSE_SCHEMAS: dict[int, Schema] = {
         "total_meta_blocks", "free_meta_blocks", "total_data_blocks", "free_data_blocks",
         "inode_count", "next_ino")}),
     Cmd.FAREWELL: Empty(),
+    Cmd.OPEN_INO_MAP: _OMAP_REPLY,
 }
 
 

@@ -38,6 +38,8 @@ from fs.errors import FsError, StaleBlock
 from fs.forest import Forest, Roots
 from fs.item import ItemCache
 from fs.lock import LockClient
+from fs.omap import Omap
+from fs.orphan import OrphanScanner
 from fs.trans import Trans
 from fs.triggers import Triggers
 
@@ -176,6 +178,8 @@ class Mount:
                                            note=self.locks.note_invalidation)
         self.client.set_recover_handler(self.locks.recover_entries)
         self.client.set_sync_log_trees_handler(lambda: self.trans.commit(force=True))
+        self.omap = Omap(lambda: self.kernel_inodes)
+        self.client.set_omap_handler(self.omap.group_bits)
         self.inos = InoAllocator(self.client, int(self.options.get("ino_alloc_per_lock",
                                                                    INO_ALLOC_BATCH)))
         self.mctx = MountContext(
@@ -184,12 +188,16 @@ class Mount:
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
             drop_pages=self._drop_pages,
             last_seq=self.client.get_last_seq,
+            omap=self.omap, open_ino_map=self.client.open_ino_map,
         )
         from fs.filesystem import Filesystem
 
         self.fs = Filesystem(self.mctx)
         self.nursery.start_soon(self.trans.run)
         self.nursery.start_soon(self.fs.run)
+        self.scanner = OrphanScanner(self.fs, self.meta_blocks, self._fs_root, self.options,
+                                     self.counters)
+        self.nursery.start_soon(self.scanner.run)
         log.info("mounted fsid %016x rid %016x", self.fsid, self.rid)
 
     # ------------------------------------------------------------------ quorum and server
@@ -307,6 +315,10 @@ class Mount:
         fs_root, logs = await self.client.get_roots()
         return Roots(fs_root, [lt["item_root"] for lt in logs])
 
+    async def _fs_root(self) -> fmt.BtreeRoot:
+        fs_root, _logs = await self.client.get_roots()
+        return fs_root
+
     def _drop_pages(self, ino: int) -> None:
         """Queue the kernel's cached pages of ino to be dropped (release); never awaits."""
         if self.notifier is not None and ino in self.kernel_inodes:
@@ -384,6 +396,8 @@ class Mount:
             return
         self.closed = True
         try:
+            if getattr(self, "scanner", None) is not None:
+                self.scanner.stop()
             if self.forced:
                 log.warning("forced unmount: dropping the open transaction, no farewell")
                 if self.trans is not None:
