@@ -6,10 +6,13 @@ orphaned inode asks the server (OPEN_INO_MAP) for the OR of every *other* mount'
 inode's group; a set bit means another mount still holds the inode and will try to delete
 it itself at its last release.
 
-Here "cached" is what the kernel references: the FUSE lookup count the daemon keeps
-(`fs.vfs.Operations.lookups`, given to the mount as `kernel_inodes`), which also covers
-every open file descriptor.  `hold`/`release` add references of our own (tests that have no
-kernel, and work that must keep an inode from being deleted under it).
+Here "in use" is what has open handles on the mount (`fs.vfs.Operations.open_inos`, given to
+the mount as `open_inodes`): opens, including a directory's, an mmap and the fd the CLI
+passes over the control socket.  Not the kernel's lookup count: the kernel keeps unused
+inodes cached, and one it still believes linked would never be released, so a file another
+mount unlinked could never be deleted.  A name lookup that races with the deletion of its
+inode fails as it would had it come after the unlink.  `hold`/`release` add references of
+our own (tests that have no kernel).
 
 Wire form: the map of one group is 16 little-endian u64 words (`to_wire`/`from_wire`, schema
 in fs/net.py); in memory it is a Python int, bit i meaning inode group * 1024 + i.

@@ -61,6 +61,7 @@ class OrphanScanner:
         self.options = options
         self.counters = counters
         self._scope: trio.CancelScope | None = None
+        self._kicked = trio.Event()
 
     def delay(self) -> float:
         """Seconds until the next pass: the option's value with ±20 % jitter."""
@@ -71,8 +72,17 @@ class OrphanScanner:
         """Scan forever (until `stop`); the mount starts it in its nursery."""
         with trio.CancelScope() as self._scope:
             while True:
-                await trio.sleep(self.delay())
+                kicked = self._kicked
+                with trio.move_on_after(self.delay()):
+                    await kicked.wait()
+                if kicked.is_set():
+                    self._kicked = trio.Event()
+                    continue  # the delay changed: wait the new one
                 await self.scan()
+
+    def delay_changed(self) -> None:
+        """orphan_scan_delay_ms was written (sysfs): the wait restarts with the new value."""
+        self._kicked.set()
 
     def stop(self) -> None:
         if self._scope is not None:

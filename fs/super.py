@@ -100,6 +100,7 @@ class Mount:
         self.forced = False  # umount -f: leave without commit or farewell
         self.notifier = None  # fs.vfs.Notifier, set by the daemon
         self.kernel_inodes: Container[int] = ()  # inos the kernel holds (the daemon sets it)
+        self.open_inodes: Container[int] = ()  # inos open here (the daemon sets it)
 
     @classmethod
     async def open(cls, meta_path: str, data_path: str, options: dict[str, Any],
@@ -178,7 +179,7 @@ class Mount:
                                            note=self.locks.note_invalidation)
         self.client.set_recover_handler(self.locks.recover_entries)
         self.client.set_sync_log_trees_handler(lambda: self.trans.commit(force=True))
-        self.omap = Omap(lambda: self.kernel_inodes)
+        self.omap = Omap(lambda: self.open_inodes)
         self.client.set_omap_handler(self.omap.group_bits)
         self.inos = InoAllocator(self.client, int(self.options.get("ino_alloc_per_lock",
                                                                    INO_ALLOC_BATCH)))
@@ -301,6 +302,8 @@ class Mount:
             self.locks.idle_count = int(value)
         elif name == "quorum_heartbeat_timeout_ms" and self.quorum is not None:
             self.quorum.set_heartbeat_timeout_ms(int(value))
+        elif name == "orphan_scan_delay_ms":
+            self.scanner.delay_changed()
         elif name == "ino_alloc_per_lock":
             self.inos.per_lock = int(value)
         elif name == "log_merge_wait_timeout_ms" and self.server is not None:
