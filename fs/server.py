@@ -1182,8 +1182,14 @@ class Server:
         said farewell or was fenced."""
         self.lock_server.remove_rid(rid)
         merge = False
+        skip_finalize = self.triggers.fire("reclaim_skip_finalize")
         for lt in self._records(rid):
             if lt.flags & LOG_TREES_FLAG_FINALIZED:
+                merge = True
+                continue
+            if skip_finalize and lt.item_root.height > 0:
+                # trigger: leave the open tree to finalize_and_merge's reclaim of the
+                # trees of rids that are no longer mounted ("orphan log trees")
                 merge = True
                 continue
             self._finalize(lt)
@@ -1340,7 +1346,8 @@ class Server:
                 last_key = key
                 self._merge_item(key, item, others)
                 n += 1
-                if n % MERGE_COMMIT_ITEMS == 0:
+                if n % MERGE_COMMIT_ITEMS == 0 or (
+                        n == 1 and self.triggers.fire("log_merge_force_partial")):
                     # bound the dirty fs_root blocks held in memory: a partial merge on disk
                     # is safe, the finalized trees stay in logs_root until the end and
                     # merging an item again is idempotent (seq comparison)
