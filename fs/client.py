@@ -5,7 +5,7 @@ stream factory in tests), the GREETING (with the mount's rid, a random u64 per m
 instance, the last server_term seen, and flags QUORUM and FAREWELL), reconnecting when the
 connection drops and RESENDING every request still unanswered on the new connection (spec
 §2.2), the typed request methods the items layer uses, and dispatching the server's
-requests to the mount (lock invalidations, LOCK_RECOVER, SYNC_LOG_TREES).
+requests to the mount (lock invalidations, LOCK_RECOVER, SYNC_LOG_TREES, OPEN_INO_MAP).
 
 Failure model: callers never see a lost connection.  A request fails only with the
 server's own errno, or with ENOTCONN once the client was closed (`close`/`abandon`) or the

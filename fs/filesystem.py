@@ -23,14 +23,16 @@ too) with the requested mode limited by it and no umask, and without a default A
 mode less ``ctx.umask`` (the kernel leaves the umask to us, see `fs.vfs`).  Symlinks get
 neither.  Setting and removing ACLs is `fs.xattr`'s.
 
-Deletion: when an operation takes an inode's link count to zero it writes its orphan item
-in the same transaction and remembers the inode; `forget` (the kernel's last reference is
-gone) queues such an inode for the `run` worker, which deletes it under its inode group
-WRITE lock.  Inodes unlinked by another mount while open here, and inodes of a mount that
-died, are left to the orphan scanner (`fs/orphan.py`), as scoutfs leaves them.  An
+Deletion (spec §4, docs/design.md "Orphans and deletion"): when an operation takes an
+inode's link count to zero it writes its orphan item in the same transaction.  `forget` (the
+kernel's last reference) and the last release of its open handles queue the inode for the
+`run` worker (never deleted inline: the callers are FUSE paths), which calls `evict` ->
+`try_delete`: under the inode group's WRITE lock, with the other mounts' open map
+(OPEN_INO_MAP, cached per write_seq of that grant) and ours, it deletes an inode nobody has
+open in several transactions.  An inode open on another mount is left to that mount's own
+release; inodes of a mount that died are found by the orphan scanner (`fs/orphan.py`).  An
 O_TMPFILE inode (`tmpfile`) is born that way: nlink 0 and an orphan item; `link` of an
-inode with no links deletes its orphan item and forgets it here, so its last forget
-leaves it alone.
+inode with no links deletes its orphan item.
 """
 
 from __future__ import annotations

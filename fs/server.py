@@ -11,6 +11,8 @@ Owns, for the volume (spec §1.5-§1.8, §2.2-§2.3):
   (GET_LAST_SEQ), statfs totals (STATFS);
 * the lock table (fs/lock_server.py) and its recovery after a server change (LOCK_RECOVER
   to every mounted rid; `recovery_timeout`);
+* OPEN_INO_MAP: the OR of every other mounted rid's open map of an inode group (spec §4.5),
+  after lock recovery, waiting for away rids and dropping departed ones;
 * farewell (spec §2.3 rules for quorum members), fencing (fs/fence.py: nothing is
   reclaimed that was not fenced first, or that did not say farewell) and reclaim_rid;
 * coordinated finalize (SYNC_LOG_TREES to every mount) and merging finalized trees into
