@@ -350,3 +350,55 @@ def test_open_ino_map_waits_for_lock_recovery_after_failover():
             n.cancel_scope.cancel()
 
     run(main)
+
+
+def test_vfs_open_map_counts_opens_and_queues_the_last_release():
+    """fs.vfs: the open map bit is up before the filesystem sees the open, drops when an
+    open fails, and the last release of an inode queues an eviction (forget worker)."""
+    from fs import vfs
+
+    class FS:
+        def __init__(self):
+            self.forgot = []
+            self.fail = False
+            self.seen_open = None
+
+        async def open(self, ino, flags, ctx):
+            self.seen_open = ops.open_inos.get(ino)
+            if self.fail:
+                raise FsError(errno.ENOENT)
+
+        async def getattr(self, ino):
+            from types import SimpleNamespace
+            return SimpleNamespace(mode=0o40755)
+
+        async def forget(self, ino):
+            self.forgot.append(ino)
+
+    fs = FS()
+    ops = vfs.ScoutfsOperations(fs)
+
+    async def main():
+        async with trio.open_nursery() as n:
+            n.start_soon(ops.run_workers)
+            fi1 = await ops.open(1024, 0, None)
+            fi2 = await ops.open(1024, 0, None)
+            assert fs.seen_open == 2 and ops.open_inos == {1024: 2}
+            fs.fail = True
+            try:
+                await ops.open(1025, 0, None)
+            except Exception:
+                pass
+            assert 1025 not in ops.open_inos
+            await ops.release(fi1.fh)
+            assert ops.open_inos == {1024: 1}
+            await ops.release(fi2.fh)
+            assert ops.open_inos == {}
+            await wait_for(lambda: fs.forgot == [1024], 5)
+            dh = await ops.opendir(2048, None)
+            assert ops.open_inos == {2048: 1}
+            await ops.releasedir(dh)
+            await wait_for(lambda: fs.forgot == [1024, 2048], 5)
+            n.cancel_scope.cancel()
+
+    run(main)
