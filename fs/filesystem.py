@@ -92,6 +92,8 @@ COPY_CHUNK = 1 << 20
 
 # remote open maps cached for at most this many inode groups (see remote_omap)
 OMAP_CACHE_GROUPS = 4096
+# inodes remembered as deleted here, for the orphan scanner (see deleted_recently)
+DELETED_RECENTLY_MAX = 1 << 16
 
 _VALID_MKNOD = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
 
@@ -134,6 +136,9 @@ class Filesystem:
         self._wake: trio.Event | None = None
         self._worker_done = trio.Event()  # set while the worker runs no deletion
         self._worker_done.set()
+        # inodes this mount deleted: their orphan items stay in fs_root until the next
+        # merge, and the scanner need not lock their groups again (numbers are never reused)
+        self.deleted_recently: set[int] = set()
         self._trying: set[int] = set()  # try_delete in progress (scoutfs's "trying" bit)
         # group -> (write_seq of our WRITE grant, the other mounts' open map then)
         self._omap_cache: dict[int, tuple[int, int]] = {}
@@ -1033,6 +1038,9 @@ class Filesystem:
         finally:
             self._trying.discard(ino)
         self._unlinked.discard(ino)
+        if len(self.deleted_recently) >= DELETED_RECENTLY_MAX:
+            self.deleted_recently.clear()
+        self.deleted_recently.add(ino)
         self.mctx.counters.inc("inode_deleted")
         return True
 

@@ -10,6 +10,8 @@ jitter so mounts do not scan in step) a pass walks the orphan items of the **per
 fs_root only** (GET_ROOTS; an orphan is seen once its log tree was merged, which after a
 crash means: fenced, reclaimed, finalized and merged), skipping tombstones, and for each:
 
+* an inode this mount deleted itself (its orphan item is gone from its log tree, not yet
+  from fs_root) is skipped without a lock;
 * an inode this mount has in its open map is skipped (`orphan_scan_cached`): our own release
   will try;
 * the other mounts' open map of its group (OPEN_INO_MAP, one request per group and pass)
@@ -118,6 +120,8 @@ class OrphanScanner:
         group, remote = -1, 0
         for ino in inos:
             c.inc("orphan_scan_item")
+            if ino in self.fs.deleted_recently:
+                continue  # we deleted it; its orphan item leaves fs_root at the next merge
             if mctx.omap is not None and mctx.omap.test(ino):
                 c.inc("orphan_scan_cached")
                 continue

@@ -5,8 +5,8 @@
 # the orphan scanner deletes every one of those inodes: they are no
 # longer allocated, their data blocks are free again, and fsck finds
 # the volume clean (no block leaked, no orphan without its inode).
-# Then the same for 20 files of a mount that is force-unmounted (umount
-# -f: it leaves without a commit or a farewell).
+# (tests/unit/test_orphan.py checks the same for a forced unmount, with
+# the survivors' scanners deleting them.)
 #
 # It runs on the scratch volume, mounted alone (fsck needs it unmounted).
 #
@@ -90,21 +90,6 @@ echo "still allocated: $(still_allocated)"
 scoutfs sync -p "$T_MSCR"
 echo "blocks free again: $([ "$(stat -f -c '%f' "$T_MSCR")" == "$free_before" ] && echo yes || echo no)"
 
-echo "== 20 files open and unlinked on a mount that is force-unmounted"
-deleted=$(t_counter inode_deleted SCR)
-hold_unlinked "$D" 20
-scoutfs sync -p "$T_MSCR"
-umount -f "$T_MSCR" 2>/dev/null
-kill -9 "$holder"
-wait "$holder" 2>/dev/null
-umount -l "$T_MSCR" 2>/dev/null
-echo "mounted: $(findmnt -n "$T_MSCR" | wc -l)"
-t_scratch_mount -o orphan_scan_delay_ms=500
-t_wait_until_timeout 90 "[ \$(t_counter inode_deleted SCR) -ge 20 ]"
-echo "deleted: $(t_counter inode_deleted SCR)"
-echo "still allocated: $(still_allocated)"
-scoutfs sync -p "$T_MSCR"
-echo "blocks free again: $([ "$(stat -f -c '%f' "$T_MSCR")" == "$free_before" ] && echo yes || echo no)"
 rmdir "$D"
 t_scratch_umount
 
