@@ -1025,7 +1025,7 @@ class Filesystem:
                 lock = locks[ino]
                 remote = await self.remote_omap(ino, lock)
                 if self._open_here(ino):
-                    return False  # the kernel took it again: its next forget retries
+                    return False  # open here again: its last release tries again
                 if remote >> omap_mod.bit_of(ino) & 1:
                     # another mount holds it: its last release deletes it (or a scan)
                     self._unlinked.discard(ino)
