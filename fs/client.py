@@ -5,7 +5,7 @@ stream factory in tests), the GREETING (with the mount's rid, a random u64 per m
 instance, the last server_term seen, and flags QUORUM and FAREWELL), reconnecting when the
 connection drops and RESENDING every request still unanswered on the new connection (spec
 §2.2), the typed request methods the items layer uses, and dispatching the server's
-requests to the mount (lock invalidations, LOCK_RECOVER, SYNC_LOG_TREES).
+requests to the mount (lock invalidations, LOCK_RECOVER, SYNC_LOG_TREES, OPEN_INO_MAP).
 
 Failure model: callers never see a lost connection.  A request fails only with the
 server's own errno, or with ENOTCONN once the client was closed (`close`/`abandon`) or the
@@ -102,6 +102,7 @@ class Client:
         self._note_invalidation: Callable[[fmt.Key], None] | None = None
         self._recover: RecoverHandler | None = None
         self._sync_log_trees: Callable[[], Awaitable[Any]] | None = None
+        self._omap: Callable[[int], int] | None = None  # group -> our open map (bits)
         self._ordered: net.OrderedQueues = {}  # LOCK requests per key, across connections
         self._changed = trio.Event()  # set (and replaced) when conn/closed/dead change
         self._nursery: trio.Nursery | None = None
@@ -173,6 +174,7 @@ class Client:
         conn.register(Cmd.LOCK, self._on_lock, order=self._lock_order)
         conn.register(Cmd.LOCK_RECOVER, self._on_lock_recover)
         conn.register(Cmd.SYNC_LOG_TREES, self._on_sync_log_trees)
+        conn.register(Cmd.OPEN_INO_MAP, self._on_open_ino_map)
         return conn
 
     async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -381,6 +383,15 @@ class Client:
         return {"key": net.key_from_wire(r["key"]), "mode": int(r["mode"]),
                 "write_seq": int(r["write_seq"])}
 
+    async def open_ino_map(self, group: int) -> int:
+        """OPEN_INO_MAP (spec §4.5): the OR of every other mount's open map of an inode
+        group, as an int (bit i: inode group * 1024 + i).  The server answers once lock
+        recovery is done and every other mounted rid answered or was reclaimed."""
+        from fs import omap
+
+        r = await self._request(Cmd.OPEN_INO_MAP, {"group": group})
+        return omap.from_wire(r["bits"])
+
     async def farewell(self, gone: Callable[[], bool] | None = None) -> None:
         """Clean unmount: the server reclaims this mount (its log tree is finalized and
         merged, its locks dropped) before replying.  Survives reconnects: if the reply was
@@ -447,6 +458,17 @@ class Client:
         """`await fn()` commits the open transaction (SYNC_LOG_TREES, coordinated
         finalize)."""
         self._sync_log_trees = fn
+
+    def set_omap_handler(self, fn: Callable[[int], int]) -> None:
+        """`fn(group)` returns this mount's open map of an inode group (synchronously: the
+        answer never waits for a lock, fs/omap.py)."""
+        self._omap = fn
+
+    async def _on_open_ino_map(self, p: dict) -> dict:
+        from fs import omap
+
+        bits = self._omap(int(p["group"])) if self._omap is not None else 0
+        return {"bits": omap.to_wire(bits)}
 
     async def _on_lock(self, p: dict) -> dict:
         key = net.key_from_wire(p["key"])

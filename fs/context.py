@@ -45,6 +45,10 @@ class MountContext:
     forest: Any = None  # fs.forest.Forest: lock-free stable-root reads (`.totl.` totals)
     totl: Any = None  # fs.totl.WeakCache, made on first use
     quota: Any = None  # fs.quota.CheckCache, made on first use
+    # the open map of this mount (fs.omap.Omap) and OPEN_INO_MAP (group -> the other
+    # mounts' map); None: a lone mount (unit tests), nothing is open elsewhere
+    omap: Any = None
+    open_ino_map: Callable[[int], Awaitable[int]] | None = None
 
 
 class InterruptToken:

@@ -27,14 +27,16 @@ Quotas (`fs.quota`): creates check the caller's inode quota before they take any
 (`_check_quota`: the rules' refresh takes the quota zone's READ lock, the parent's proj is
 read under its own READ lock, released first).
 
-Deletion: when an operation takes an inode's link count to zero it writes its orphan item
-in the same transaction and remembers the inode; `forget` (the kernel's last reference is
-gone) queues such an inode for the `run` worker, which deletes it under its inode group
-WRITE lock.  Inodes unlinked by another mount while open here, and inodes of a mount that
-died, are left to the orphan scanner (`fs/orphan.py`), as scoutfs leaves them.  An
+Deletion (spec §4, docs/design.md "Orphans and deletion"): when an operation takes an
+inode's link count to zero it writes its orphan item in the same transaction.  `forget` (the
+kernel's last reference) and the last release of its open handles queue the inode for the
+`run` worker (never deleted inline: the callers are FUSE paths), which calls `evict` ->
+`try_delete`: under the inode group's WRITE lock, with the other mounts' open map
+(OPEN_INO_MAP, cached per write_seq of that grant) and ours, it deletes an inode nobody has
+open in several transactions.  An inode open on another mount is left to that mount's own
+release; inodes of a mount that died are found by the orphan scanner (`fs/orphan.py`).  An
 O_TMPFILE inode (`tmpfile`) is born that way: nlink 0 and an orphan item; `link` of an
-inode with no links deletes its orphan item and forgets it here, so its last forget
-leaves it alone.
+inode with no links deletes its orphan item.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from fs import acl, quota, totl
 from fs import dir as fsdir
 from fs import format as fmt
 from fs import inode as fsinode
+from fs import omap as omap_mod
 from fs.errors import FsError
 from fs.inode import (
     LOCK_READ,
@@ -91,6 +94,11 @@ INO_PATH_RETRIES = 8
 
 # copy_file_range copies through read and write in chunks of at most this many bytes
 COPY_CHUNK = 1 << 20
+
+# remote open maps cached for at most this many inode groups (see remote_omap)
+OMAP_CACHE_GROUPS = 4096
+# inodes remembered as deleted here, for the orphan scanner (see deleted_recently)
+DELETED_RECENTLY_MAX = 1 << 16
 
 _VALID_MKNOD = (stat.S_IFREG, stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK)
 
@@ -131,6 +139,15 @@ class Filesystem:
         # inodes queued for deletion (ordered, no duplicates)
         self._delete_queue: dict[int, None] = {}
         self._wake: trio.Event | None = None
+        self._worker_done = trio.Event()  # set while the worker runs no deletion
+        self._worker_done.set()
+        # inodes this mount deleted: their orphan items stay in fs_root until the next
+        # merge, and the scanner need not lock their groups again (numbers are never reused)
+        self.deleted_recently: set[int] = set()
+        self._trying: set[int] = set()  # try_delete in progress (scoutfs's "trying" bit)
+        # group -> (write_seq of our WRITE grant, the other mounts' open map then)
+        self._omap_cache: dict[int, tuple[int, int]] = {}
+        self._omap_fetching: dict[int, trio.Event] = {}  # group -> request in flight
         # the contents and xattr modules (set them to fakes in tests if need be)
         self.data: Any = None
         self.xattr: Any = None
@@ -960,9 +977,9 @@ class Filesystem:
     # ------------------------------------------------------------------ deletion
 
     async def forget(self, ino: int) -> None:
-        """The kernel dropped its last reference: queue the inode's deletion if this mount
-        saw its link count reach zero (the worker checks again under the WRITE lock)."""
-        if ino in self._unlinked and ino not in self._delete_queue:
+        """The kernel dropped its last reference (scoutfs's evict): queue a deletion
+        attempt for the worker.  Never deletes here: the caller is the FUSE forget path."""
+        if ino not in self._delete_queue:
             self._delete_queue[ino] = None
             if self._wake is not None:
                 self._wake.set()
@@ -976,45 +993,130 @@ class Filesystem:
                 continue
             ino = next(iter(self._delete_queue))
             del self._delete_queue[ino]
+            self._worker_done = trio.Event()
             try:
-                await self.delete_inode(ino)
+                await self.evict(ino)
             except FsError as e:
                 log.warning("deleting inode %d failed: %s (left to the orphan scanner)",
                             ino, e)
+            finally:
+                self._worker_done.set()
 
     async def drain_deletions(self) -> None:
-        """Run every queued deletion now (tests; unmount)."""
-        while self._delete_queue:
+        """Run every queued deletion now and wait for the worker's (tests; unmount)."""
+        while self._delete_queue or not self._worker_done.is_set():
+            if not self._delete_queue:
+                await self._worker_done.wait()
+                continue
             ino = next(iter(self._delete_queue))
             del self._delete_queue[ino]
-            await self.delete_inode(ino)
+            await self.evict(ino)
 
-    async def delete_inode(self, ino: int) -> bool:
-        """Delete an inode with no links and all its items, under its group WRITE lock.
+    async def evict(self, ino: int) -> bool:
+        """The last release of an inode on this mount: try to delete it if it has no links.
 
-        Returns whether it deleted it (False: linked again, or already gone).  The caller
-        must know that no mount has it open (the kernel forgot it here; omap checks for
-        other mounts belong to the orphan scanner).
-        """
+        An inode this mount unlinked goes straight to `try_delete`; any other is first
+        checked under a READ lock (cached on this mount for inodes it uses), so the
+        forgets of linked inodes never take WRITE locks from other mounts."""
+        if ino not in self._unlinked:
+            async with self.mctx.locks.inodes([ino], LOCK_READ) as locks:
+                inode = await try_load_inode(self.mctx, ino, locks[ino])
+            if inode is None or inode.nlink > 0:
+                return False
+        return await self.try_delete(ino)
+
+    def _open_here(self, ino: int) -> bool:
+        omap = self.mctx.omap
+        return omap is not None and omap.test(ino)
+
+    async def remote_omap(self, ino: int, lock) -> int:
+        """The other mounts' open map of ino's group (OPEN_INO_MAP), cached per write_seq
+        of the group's WRITE lock `lock`: while we hold that grant no other mount can look
+        an inode of the group up (that needs a READ lock, which would invalidate ours), so
+        one request serves every deletion of the group, an `rm -rf` of all of it."""
+        fetch = self.mctx.open_ino_map
+        if fetch is None:
+            return 0  # a lone mount (unit tests)
+        group = omap_mod.group_of(ino)
+        while True:
+            cached = self._omap_cache.get(group)
+            if cached is not None and cached[0] == lock.write_seq and lock.write_seq:
+                return cached[1]
+            fetching = self._omap_fetching.get(group)
+            if fetching is None:
+                break
+            await fetching.wait()  # another deletion of the group is asking: share it
+        done = self._omap_fetching[group] = trio.Event()
+        try:
+            bits = await fetch(group)
+        finally:
+            del self._omap_fetching[group]
+            done.set()
+        if len(self._omap_cache) >= OMAP_CACHE_GROUPS:
+            self._omap_cache.clear()
+        self._omap_cache[group] = (lock.write_seq, bits)
+        return bits
+
+    async def try_delete(self, ino: int) -> bool:
+        """try_delete (spec §4.4): delete an inode with no links that no mount has open.
+
+        Under the inode group's WRITE lock: the "trying" bit keeps a second attempt (the
+        worker and the scanner) out; the other mounts' open map (`remote_omap`) and our
+        own decide; then the items go in several transactions: extents (freeing their
+        blocks), xattrs (`fs.xattr.delete_all`, where tag effects hook), symlink items,
+        and last the inode with its index items and its orphan item together.  A crash
+        between them leaves the orphan item, so a scanner finishes the job.  Returns
+        whether it deleted the inode (False: open somewhere, linked, already gone, or
+        another attempt is running)."""
+        if ino in self._trying:
+            return False
+        self._trying.add(ino)
+        try:
+            async with self.mctx.locks.inodes([ino], LOCK_WRITE) as locks:
+                lock = locks[ino]
+                remote = await self.remote_omap(ino, lock)
+                if self._open_here(ino):
+                    return False  # open here again: its last release tries again
+                if remote >> omap_mod.bit_of(ino) & 1:
+                    # another mount holds it: its last release deletes it (or a scan)
+                    self._unlinked.discard(ino)
+                    return False
+                inode = await try_load_inode(self.mctx, ino, lock)
+                if inode is None or inode.nlink > 0:
+                    self._unlinked.discard(ino)
+                    return False
+                await self._delete_items(inode, lock)
+        finally:
+            self._trying.discard(ino)
+        self._unlinked.discard(ino)
+        if len(self.deleted_recently) >= DELETED_RECENTLY_MAX:
+            self.deleted_recently.clear()
+        self.deleted_recently.add(ino)
+        self.mctx.counters.inc("inode_deleted")
+        return True
+
+    async def _delete_items(self, inode: fmt.Inode, lock) -> None:
+        """The transactions of a deletion, under the group WRITE lock `lock` (taken by
+        try_delete, which checked that nothing holds the inode)."""
         mctx = self.mctx
         data, xattr = self._data(), self._xattr()
-        async with mctx.locks.inodes([ino], LOCK_WRITE) as locks, \
-                index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
-                totl.totl_lock(mctx) as tlock, \
-                xattr.indx_lock(mctx) as xlock, mctx.trans.hold():
-            lock = locks[ino]
-            inode = await try_load_inode(mctx, ino, lock)
-            if inode is None or inode.nlink > 0:
-                self._unlinked.discard(ino)
-                return False
-            if fsinode.is_reg(inode):
+        ino = inode.ino
+        if fsinode.is_reg(inode):
+            async with index_lock(mctx) as ilock, mctx.trans.hold():
+                inode = await load_inode(mctx, ino, lock)
+                counted = inode.online_blocks or inode.offline_blocks
                 await data.free_extents(mctx, inode, lock)
+                if counted:  # its block counts went to 0 with its extents
+                    store_inode(mctx, inode, lock, ilock)
+        async with totl.totl_lock(mctx) as tlock, xattr.indx_lock(mctx) as xlock, \
+                mctx.trans.hold():
             await xattr.delete_all(mctx, ino, lock, xlock, tlock)
-            # ---- synchronous from here
-            if fsinode.is_lnk(inode):
+        if fsinode.is_lnk(inode):
+            async with mctx.trans.hold():
                 fsdir.delete_symlink(mctx, ino, inode.size, lock)
+        async with index_lock(mctx) as ilock, orphan_lock(mctx) as olock, \
+                mctx.trans.hold():
+            inode = await load_inode(mctx, ino, lock)
+            # ---- synchronous from here: the inode and its orphan item go together
             fsinode.delete_inode_items(mctx, inode, lock, ilock)
             mctx.items.delete(fmt.orphan_key(ino), olock, primary=lock)
-        self._unlinked.discard(ino)
-        mctx.counters.inc("inode_deleted")
-        return True

@@ -517,6 +517,7 @@ class _Daemon:
                                                 notifier=notifier)
                     mount.notifier = notifier  # for lock invalidation's kernel notifications
                     mount.kernel_inodes = ops.lookups  # the inodes the kernel holds
+                    mount.open_inodes = ops.open_inos  # the open map (fs/omap.py)
                     try:
                         self.session = vfs.init(ops, self.mnt,
                                                 vfs.fuse_options(self.data_path, self.opts))

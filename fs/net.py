@@ -423,6 +423,13 @@ _LOG_TREES = Dict(
      "get_trans_seq": SEQ, "commit_trans_seq": SEQ, "max_item_seq": SEQ},
     {"finalize_seq": SEQ, "flags": Int(0, 0xFFFFFFFF), "srch_file": SRCH_FILE})
 
+# OPEN_INO_MAP (both ways: a mount asks the server, the server asks every other mount): the
+# group number of a 1024-inode group, answered with its open map as 16 little-endian u64
+# words (bit i of word w: inode group * 1024 + w * 64 + i is open there)
+OMAP_WORDS = fmt.LOCK_GROUP_NR // 64
+_OMAP_ARGS = Dict({"group": Int(0, fmt.U64_MAX >> fmt.LOCK_GROUP_SHIFT)})
+_OMAP_REPLY = Dict({"bits": Fixed(*[U64] * OMAP_WORDS)})
+
 # the payload of each request, as its receiver reads it (LOCK goes both ways)
 REQUEST_SCHEMAS: dict[int, Schema] = {
     Cmd.GREETING: Dict(
@@ -445,6 +452,7 @@ REQUEST_SCHEMAS: dict[int, Schema] = {
     Cmd.SRCH_GET_COMPACT: Empty(),
     Cmd.SRCH_COMMIT_COMPACT: Dict({"id": SEQ, "meta_avail": EXTENTS},
                                   {"output": SRCH_FILE, "abandon": Bool()}),
+    Cmd.OPEN_INO_MAP: _OMAP_ARGS,
 }
 
 # the payload of each successful response, as the requester reads it
@@ -468,6 +476,7 @@ RESPONSE_SCHEMAS: dict[int, Schema] = {
     Cmd.FAREWELL: Empty(),
     Cmd.SRCH_GET_COMPACT: _SRCH_WORK,
     Cmd.SRCH_COMMIT_COMPACT: Empty(),
+    Cmd.OPEN_INO_MAP: _OMAP_REPLY,
 }
 
 

@@ -11,6 +11,8 @@ Owns, for the volume (spec §1.5-§1.8, §2.2-§2.3):
   (GET_LAST_SEQ), statfs totals (STATFS);
 * the lock table (fs/lock_server.py) and its recovery after a server change (LOCK_RECOVER
   to every mounted rid; `recovery_timeout`);
+* OPEN_INO_MAP: the OR of every other mounted rid's open map of an inode group (spec §4.5),
+  after lock recovery, waiting for away rids and dropping departed ones;
 * farewell (spec §2.3 rules for quorum members), fencing (fs/fence.py: nothing is
   reclaimed that was not fenced first, or that did not say farewell) and reclaim_rid;
 * coordinated finalize (SYNC_LOG_TREES to every mount) and merging finalized trees into
@@ -85,7 +87,7 @@ from typing import Any
 import trio
 
 from fs import format as fmt
-from fs import net, totl
+from fs import net, omap, totl
 from fs.alloc import ExtentSet, extent_list_nr_blocks, read_extent_list, write_extent_list
 from fs.block import Device, MetaBlocks, read_super, write_super
 from fs.btree import Btree
@@ -254,6 +256,9 @@ class Server:
         self._conns: dict[int, Connection] = {}  # rid -> its current connection
         self._conn_gen: dict[int, int] = {}  # rid -> greetings seen (reconnect timers)
         self._recovering: set[int] = set()  # mounted rids whose lock recovery is not done
+        # set (and replaced) whenever a rid connects, drops, recovers or is reclaimed:
+        # OPEN_INO_MAP requests wait on it for recovery and for departed or away rids
+        self._rids_changed = trio.Event()
         self._reclaimed: set[int] = set()
         self._farewells: dict[int, trio.Event] = {}  # pending farewells, arrival order
         self._farewell_wake = trio.Event()
@@ -766,6 +771,7 @@ class Server:
             Cmd.FAREWELL: self._farewell,
             Cmd.SRCH_GET_COMPACT: self.srch_server.get_compact,
             Cmd.SRCH_COMMIT_COMPACT: self.srch_server.commit_compact,
+            Cmd.OPEN_INO_MAP: self._open_ino_map,
         }
         for cmd, fn in handlers.items():
             conn.register(cmd, self._greeted(conn, fn))
@@ -789,6 +795,7 @@ class Server:
         if rid is None or self._conns.get(rid) is not conn:
             return
         del self._conns[rid]
+        self._note_rids_changed()
         if self._nursery is not None and rid not in self._reclaimed and not self.failed.is_set():
             log.info("rid %016x disconnected", rid)
             self._nursery.start_soon(self._reconnect_timer, rid, self._conn_gen.get(rid, 0))
@@ -834,6 +841,7 @@ class Server:
         conn.set_greeted()
         self._conns[rid] = conn
         self._conn_gen[rid] = self._conn_gen.get(rid, 0) + 1
+        self._note_rids_changed()
         if conn.closed.is_set():
             self._conn_closed(conn)  # dropped while we looked: the reconnect timer runs
             raise net.ConnectionLost("greeting connection closed")
@@ -900,11 +908,60 @@ class Server:
         self.lock_server.recover(rid, entries)
         self.lock_server.recovery_done(rid)
         self._recovering.discard(rid)
+        self._note_rids_changed()
         self.counters.inc("server_lock_recover")
         log.info("rid %016x recovered %d locks", rid, len(entries))
         if not self._recovering:
             log.info("all clients recovered", extra=KMSG)
         self._farewell_wake.set()
+
+    def _note_rids_changed(self) -> None:
+        self._rids_changed.set()
+        self._rids_changed = trio.Event()
+
+    async def _open_ino_map(self, rid: int, p: dict) -> dict:
+        """OPEN_INO_MAP (spec §4.5): the OR of the open maps of one inode group of every
+        mounted rid but the asker.  Waits for lock recovery first (a recovering mount may
+        hold inodes open), then asks each rid over its connection; a rid that is away is
+        waited for until it reconnects or is reclaimed (fenced, farewell), and one that
+        departs meanwhile drops out of the request."""
+        group = int(p["group"])
+        while self._recovering:
+            await self._rids_changed.wait()
+        rids = [r for r, _a, _p, _f in self._mounted_records() if r != rid]
+        maps: list[int] = []
+        async with trio.open_nursery() as n:
+            for other in rids:
+                n.start_soon(self._ask_omap, other, group, maps)
+        bits = 0
+        for b in maps:
+            bits |= b
+        return {"bits": omap.to_wire(bits)}
+
+    async def _ask_omap(self, rid: int, group: int, maps: list[int]) -> None:
+        while True:
+            changed = self._rids_changed
+            if (rid in self._reclaimed
+                    or self.mounted.lookup(fmt.mounted_client_key(rid)) is None):
+                return  # departed: its open map went with it
+            conn = self._conns.get(rid)
+            if conn is None:
+                await changed.wait()  # away: wait for its reconnect or its reclaim
+                continue
+            try:
+                r = await conn.request(Cmd.OPEN_INO_MAP, {"group": group})
+            except net.ConnectionLost:
+                if self._conns.get(rid) is conn:
+                    await changed.wait()
+                continue
+            except FsError as e:
+                # it could not answer: count every inode of the group as open there, so
+                # nothing is deleted under it (its own release or a later scan retries)
+                log.warning("OPEN_INO_MAP to rid %016x failed: %s", rid, e)
+                maps.append((1 << omap.GROUP_NR) - 1)
+                return
+            maps.append(omap.from_wire(r["bits"]))
+            return
 
     async def _alloc_inodes(self, rid: int, p: dict) -> dict:
         count = int(p["count"])
@@ -1173,8 +1230,14 @@ class Server:
         self.lock_server.remove_rid(rid)
         self.srch_server.cancel_rid(rid)
         merge = False
+        skip_finalize = self.triggers.fire("reclaim_skip_finalize")
         for lt in self._records(rid):
             if lt.flags & LOG_TREES_FLAG_FINALIZED:
+                merge = True
+                continue
+            if skip_finalize and lt.item_root.height > 0:
+                # trigger: leave the open tree to finalize_and_merge's reclaim of the
+                # trees of rids that are no longer mounted ("orphan log trees")
                 merge = True
                 continue
             self._finalize(lt)
@@ -1188,6 +1251,7 @@ class Server:
         self.mounted.delete(fmt.mounted_client_key(rid))
         self._recovering.discard(rid)
         self._reclaimed.add(rid)
+        self._note_rids_changed()
         conn = self._conns.pop(rid, None)
         if conn is not None:
             conn.context = None
@@ -1371,8 +1435,9 @@ class Server:
                     last_key = key
                     self._merge_item(key, item, others)
                 n += 1
-                if n % MERGE_COMMIT_ITEMS == 0:
-                    pause = 2
+                if n % MERGE_COMMIT_ITEMS == 0 or (
+                        n == 1 and self.triggers.fire("log_merge_force_partial")):
+                    pause = 2  # commit at the next key (see above)
                 elif n % MERGE_CHUNK == 0:
                     pause = max(pause, 1)
             # the merged trees' blocks are free once the commit dropping them is on disk

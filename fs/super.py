@@ -39,6 +39,8 @@ from fs.forest import Forest, Roots
 from fs.item import ItemCache
 from fs.kmsg import KMSG
 from fs.lock import LockClient
+from fs.omap import Omap
+from fs.orphan import OrphanScanner
 from fs.trans import Trans
 from fs.triggers import Triggers
 
@@ -99,6 +101,7 @@ class Mount:
         self.forced = False  # umount -f: leave without commit or farewell
         self.notifier = None  # fs.vfs.Notifier, set by the daemon
         self.kernel_inodes: Container[int] = ()  # inos the kernel holds (the daemon sets it)
+        self.open_inodes: Container[int] = ()  # inos open here (the daemon sets it)
 
     @classmethod
     async def open(cls, meta_path: str, data_path: str, options: dict[str, Any],
@@ -177,6 +180,8 @@ class Mount:
                                            note=self.locks.note_invalidation)
         self.client.set_recover_handler(self.locks.recover_entries)
         self.client.set_sync_log_trees_handler(lambda: self.trans.commit(force=True))
+        self.omap = Omap(lambda: self.open_inodes)
+        self.client.set_omap_handler(self.omap.group_bits)
         self.inos = InoAllocator(self.client, int(self.options.get("ino_alloc_per_lock",
                                                                    INO_ALLOC_BATCH)))
         self.mctx = MountContext(
@@ -185,7 +190,7 @@ class Mount:
             fsid=self.fsid, rid=self.rid, options=self.options, counters=self.counters,
             drop_pages=self._drop_pages,
             last_seq=self.client.get_last_seq, triggers=self.triggers,
-            forest=self.forest,
+            forest=self.forest, omap=self.omap, open_ino_map=self.client.open_ino_map,
         )
         from fs.filesystem import Filesystem
 
@@ -197,6 +202,9 @@ class Mount:
         self.srch = Srch(self.client, self.meta_blocks, self.meta_dev, self.counters,
                          self.triggers)  # search and compaction of .srch. files
         self.nursery.start_soon(self.srch.run)
+        self.scanner = OrphanScanner(self.fs, self.meta_blocks, self._fs_root, self.options,
+                                     self.counters)
+        self.nursery.start_soon(self.scanner.run)
         log.info("mounted fsid %016x rid %016x", self.fsid, self.rid, extra=KMSG)
 
     # ------------------------------------------------------------------ quorum and server
@@ -300,6 +308,8 @@ class Mount:
             self.locks.idle_count = int(value)
         elif name == "quorum_heartbeat_timeout_ms" and self.quorum is not None:
             self.quorum.set_heartbeat_timeout_ms(int(value))
+        elif name == "orphan_scan_delay_ms":
+            self.scanner.delay_changed()
         elif name == "ino_alloc_per_lock":
             self.inos.per_lock = int(value)
         elif name == "log_merge_wait_timeout_ms" and self.server is not None:
@@ -314,6 +324,10 @@ class Mount:
         fs_root, logs = await self.client.get_roots()
         return Roots(fs_root, [lt["item_root"] for lt in logs],
                      [lt.get("merged") for lt in logs])
+
+    async def _fs_root(self) -> fmt.BtreeRoot:
+        fs_root, _logs = await self.client.get_roots()
+        return fs_root
 
     def _drop_pages(self, ino: int) -> None:
         """Queue the kernel's cached pages of ino to be dropped (release); never awaits."""
@@ -394,6 +408,8 @@ class Mount:
         if getattr(self, "srch", None) is not None:
             self.srch.closed = True  # no new compaction
         try:
+            if getattr(self, "scanner", None) is not None:
+                self.scanner.stop()
             if self.forced:
                 log.warning("forcing unmount, can return errors and lose unwritten data",
                             extra=KMSG)

@@ -14,7 +14,13 @@ Deadlock rules this module depends on (ARCHITECTURE.md §5):
   in flight (see `Notifier.flush`).
 * `forget` must never block the session loop: the lookup count is kept here synchronously
   and `Filesystem.forget` (which may take cluster locks to delete an unlinked inode) runs as
-  queued work in the forget worker task.
+  queued work in the forget worker task.  The same worker gets the last `release` of an
+  inode's open handles: the kernel keeps an unused inode cached while it believes it has
+  links, so a file another mount unlinked would otherwise wait for a forget that may never
+  come.
+* The mount's open map (fs/omap.py) is `open_inos`, the inodes with open handles here,
+  counted before the open reaches the filesystem (so another mount's deletion cannot slip
+  between our open of an inode and our handle of it).
 * Correctness does not depend on the notifier: entry and attr timeouts default to 0 and open
   files are not `keep_cache`, so the kernel asks us on every lookup/getattr and drops cached
   pages when size or mtime change (auto_inval_data).
@@ -212,6 +218,7 @@ class ScoutfsOperations(fuse.Operations):
         self.notifier = notifier or Notifier()
         self.lookups: dict[int, int] = {}  # ino -> kernel lookup count
         self.handles: dict[int, tuple[int, Any]] = {}  # fh -> (ino, opener's Ctx)
+        self.open_inos: dict[int, int] = {}  # ino -> open handles and opens in progress
         self.append_fhs: set[int] = set()  # handles opened O_APPEND
         self.reading: dict[int, int] = {}  # ino -> reads in flight (they hold pages locked)
         self._next_fh = 1
@@ -221,8 +228,11 @@ class ScoutfsOperations(fuse.Operations):
 
     async def run_workers(self) -> None:
         """The forget worker: run `Filesystem.forget` for inodes the kernel dropped."""
-        async for ino in self._forget_recv:
-            if self.lookups.get(ino, 0) > 0:  # looked up again since: still cached
+        async for ino, released in self._forget_recv:
+            if released:
+                if ino in self.open_inos:  # opened again since
+                    continue
+            elif self.lookups.get(ino, 0) > 0:  # looked up again since: still cached
                 continue
             try:
                 await self.fs.forget(ino)
@@ -293,7 +303,19 @@ class ScoutfsOperations(fuse.Operations):
                 continue
             self.lookups.pop(ino, None)
             if ino != ROOT_INODE:
-                self._forget_send.send_nowait(ino)
+                self._forget_send.send_nowait((ino, False))
+
+    def _open_ref(self, ino: int) -> None:
+        self.open_inos[ino] = self.open_inos.get(ino, 0) + 1
+
+    def _open_unref(self, ino: int, evict: bool = True) -> None:
+        left = self.open_inos.get(ino, 0) - 1
+        if left > 0:
+            self.open_inos[ino] = left
+            return
+        self.open_inos.pop(ino, None)
+        if evict and ino != ROOT_INODE:
+            self._forget_send.send_nowait((ino, True))
 
     async def getattr(self, inode, ctx):
         with FuseErrors("getattr"):
@@ -369,6 +391,15 @@ class ScoutfsOperations(fuse.Operations):
     # ------------------------------------------------------------------ files
 
     async def _open(self, ino: int, flags: int, rctx: Any) -> fuse.FileInfo:
+        # the open map bit goes up before any await: see the module docstring
+        self._open_ref(ino)
+        try:
+            return await self._open_fh(ino, flags, rctx)
+        except BaseException:
+            self._open_unref(ino, evict=False)
+            raise
+
+    async def _open_fh(self, ino: int, flags: int, rctx: Any) -> fuse.FileInfo:
         ctx = self._ctx(rctx)
         if flags & os.O_ACCMODE != os.O_RDONLY or flags & os.O_TRUNC:
             self._check_rw()
@@ -431,6 +462,8 @@ class ScoutfsOperations(fuse.Operations):
     async def release(self, fh):
         ent = self.handles.pop(fh, None)
         self.append_fhs.discard(fh)
+        if ent is not None:
+            self._open_unref(ent[0])
         rel = getattr(self.fs, "release", None)
         if ent is not None and rel is not None:
             with FuseErrors("release"):
@@ -444,9 +477,14 @@ class ScoutfsOperations(fuse.Operations):
 
     async def opendir(self, inode, ctx):
         with FuseErrors("opendir"):
-            a = await self.fs.getattr(inode)
-            if not stat.S_ISDIR(a.mode):
-                raise FUSEError(errno.ENOTDIR)
+            self._open_ref(inode)
+            try:
+                a = await self.fs.getattr(inode)
+                if not stat.S_ISDIR(a.mode):
+                    raise FUSEError(errno.ENOTDIR)
+            except BaseException:
+                self._open_unref(inode, evict=False)
+                raise
             return self._new_fh(inode, self._ctx(ctx))
 
     async def readdir(self, fh, start_id, token):
@@ -470,7 +508,9 @@ class ScoutfsOperations(fuse.Operations):
                     self.lookups[a.ino] = self.lookups.get(a.ino, 0) + 1
 
     async def releasedir(self, fh):
-        self.handles.pop(fh, None)
+        ent = self.handles.pop(fh, None)
+        if ent is not None:
+            self._open_unref(ent[0])
 
     async def fsyncdir(self, fh, datasync):
         with FuseErrors("fsyncdir"):

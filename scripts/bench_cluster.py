@@ -23,6 +23,17 @@ scripts/bench over stdin/stdout; scripts/bench owns the mounts and the timing su
         of B's records, i.e. A -> B -> A round trips; then it checks the whole file.  Side b
         prints ``{"stale": n}``.
 
+    bench_cluster.py rmrf DIR N KEEP RUNDIR
+        mkdir DIR and create DIR/f0000000 .. N-1 (untimed), print ``ready``, wait for ``go``,
+        then ``rm -rf DIR`` (timed: ``rm``), then wait until this mount's ``inode_deleted``
+        counter (read from the daemon's control socket under RUNDIR) has grown by N + 1 - KEEP
+        (the files and DIR, less KEEP files held open elsewhere), timed from the same start
+        (``deleted``).  Prints ``{"rm": s, "deleted": s, "files": N}``.
+
+    bench_cluster.py hold DIR K
+        Open DIR/f0000000 .. K-1 read-only, print ``ready``, wait for ``go``, close them and
+        print ``{"held": K}``.
+
 Errors are one JSON line ``{"error": "..."}`` and exit status 1.
 
 Concurrency: each worker is single-threaded and blocking; the only ordering between the two
@@ -74,6 +85,54 @@ def do_create(dirpath: str, n: int) -> dict:
         os.close(os.open(p, flags, 0o644))
     end = time.monotonic()
     return {"start": start, "end": end, "files": n}
+
+
+def read_counter(mnt: str, rundir: str, name: str) -> int:
+    """A counter of the mount at mnt, from its daemon's control socket (sysfs_read)."""
+    import socket
+
+    st = os.stat(mnt)
+    path = os.path.join(rundir, "ctl", f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.sendall(json.dumps({"op": "sysfs_read", "tree": "sys",
+                              "path": f"counters/{name}"}).encode() + b"\n")
+        buf = b""
+        while b"\n" not in buf:
+            chunk = s.recv(65536)
+            if not chunk:
+                raise RuntimeError("control socket closed")
+            buf += chunk
+    reply = json.loads(buf.split(b"\n", 1)[0])
+    if reply.get("errno"):
+        raise OSError(reply["errno"], f"sysfs_read counters/{name}")
+    return int(reply["text"])
+
+
+def do_rmrf(dirpath: str, n: int, keep: int, rundir: str) -> dict:
+    import subprocess
+
+    os.mkdir(dirpath)
+    for i in range(n):
+        os.close(os.open(os.path.join(dirpath, f"f{i:07d}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    mnt = os.path.dirname(os.path.abspath(dirpath))
+    before = read_counter(mnt, rundir, "inode_deleted")
+    wait_go()
+    start = time.monotonic()
+    subprocess.run(["rm", "-rf", dirpath], check=True)
+    rm = time.monotonic() - start
+    want = before + n + 1 - keep
+    while read_counter(mnt, rundir, "inode_deleted") < want:
+        time.sleep(0.01)
+    return {"rm": rm, "deleted": time.monotonic() - start, "files": n}
+
+
+def do_hold(dirpath: str, k: int) -> dict:
+    fds = [os.open(os.path.join(dirpath, f"f{i:07d}"), os.O_RDONLY) for i in range(k)]
+    wait_go()
+    for fd in fds:
+        os.close(fd)
+    return {"held": k}
 
 
 def _wait_peer(rfd: int, what: str) -> None:
@@ -156,6 +215,10 @@ def main(argv: list[str]) -> int:
     try:
         if len(argv) == 3 and argv[0] == "create":
             out = do_create(argv[1], int(argv[2]))
+        elif len(argv) == 5 and argv[0] == "rmrf":
+            out = do_rmrf(argv[1], int(argv[2]), int(argv[3]), argv[4])
+        elif len(argv) == 3 and argv[0] == "hold":
+            out = do_hold(argv[1], int(argv[2]))
         elif len(argv) == 8 and argv[0] == "pingpong" and argv[1] in ("a", "b") \
                 and argv[4] == "--rfd" and argv[6] == "--wfd":
             out = do_pingpong(argv[1], argv[2], int(argv[3]), int(argv[5]), int(argv[7]))

@@ -44,8 +44,11 @@ def worker():
 def test_only_selects_cluster_workloads(bench):
     c = bench.parse_args([])
     assert c.only == ("minimal", "ext4", "scoutfs")
-    assert c.cluster == ("multi-create", "ping-pong", "archive")
+    assert c.cluster == ("multi-create", "ping-pong", "archive", "rm-rf")
     assert (c.cluster_files, c.rounds, c.archive_mib) == (3_000, 200, 1024)
+    assert (c.rmrf_files, c.rmrf_open) == (20_000, 100)
+    c = bench.parse_args(["--only", "rm-rf", "--rmrf-files", "500", "--rmrf-open", "7"])
+    assert (c.cluster, c.rmrf_files, c.rmrf_open) == (("rm-rf",), 500, 7)
     c = bench.parse_args(["--only", "ping-pong,multi-create,ping-pong"])
     assert c.only == () and c.cluster == ("multi-create", "ping-pong")
     c = bench.parse_args(["--only", "scoutfs"])
